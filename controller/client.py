@@ -1,0 +1,587 @@
+"""Async client for the Inference Endpoints management API (v2) and the per-endpoint metrics feed.
+
+Every HTTP failure is mapped to `controller.errors` in one place (`_map_response` for statuses,
+`_map_transport` for httpx exceptions), with the cause chained, the body truncated, the
+`X-Request-Id` kept and the endpoint key `ns/name` attached. The token lives only in the httpx
+client's default headers (whose repr httpx redacts) and is scrubbed from every message built from a
+response body, so a server that echoes it cannot leak it into an exception or a log line.
+
+Retry policy. A call is retried with exponential backoff and jitter on 429, 408, 5xx, timeouts and
+connection errors, up to `max_attempts` attempts. `Retry-After` (seconds or an HTTP-date) on 429/503
+is honoured as a *minimum* wait; one longer than `backoff_max_s` stops the retries at once, so the
+caller backs off this endpoint instead of stalling a tick. Retrying after the request may already
+have reached the server is safe for every route used here: GETs are reads; the PUT bodies are
+partial *absolute* values (setting `minReplica` to 2 twice is setting it once); pause and
+scale-to-zero move to a target state; a resume that finds the endpoint running gets the 400
+"already running", which is treated as success. The metrics feed is fetched once by default
+(`feed_attempts`): a missed sample is cheaper than a slow tick, and the next tick fetches again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+from urllib.parse import quote
+
+import httpx
+import pydantic
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from controller import __version__
+from controller.errors import (
+    ApiError,
+    AuthError,
+    BadRequestError,
+    BadResponseError,
+    ConflictError,
+    FeedUnavailable,
+    NotFoundError,
+    QuotaError,
+    RejectedApiError,
+    RetryableApiError,
+)
+from controller.models import Endpoint
+
+__all__ = [
+    "DEFAULT_QUOTA_PATTERN",
+    "ROUTES",
+    "CallRecord",
+    "EndpointsClient",
+    "parse_retry_after",
+]
+
+log = structlog.get_logger(__name__)
+
+Route = Literal[
+    "list", "get", "update", "pause", "resume", "scale_to_zero", "open_metrics", "provider"
+]
+Outcome = Literal["ok", "retry", "error"]
+
+# The fixed label values of `CallRecord.route` (metric labels must come from a closed set).
+ROUTES: Final = frozenset(
+    {"list", "get", "update", "pause", "resume", "scale_to_zero", "open_metrics", "provider"}
+)
+
+# The platform's quota-exceeded response is not documented; match its text (configurable).
+DEFAULT_QUOTA_PATTERN: Final = r"quota"
+
+# Statuses whose body is checked against the quota pattern: the real code is unknown, so every
+# refusal that is not clearly about auth-lessness (401), absence (404) or rate (429) qualifies.
+_QUOTA_STATUSES: Final = frozenset({400, 402, 403, 409, 422})
+_RETRY_STATUSES: Final = frozenset({408, 429})
+_RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+_REQUEST_ID_HEADERS: Final = ("x-request-id", "x-amzn-trace-id", "x-amz-cf-id")
+_FEED_ACCEPT: Final = (
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One HTTP attempt, for metrics: route from `ROUTES`, status (None without a response)."""
+
+    route: str
+    status: int | None
+    outcome: Outcome
+    duration_s: float
+    endpoint: str | None = None
+
+
+def parse_retry_after(
+    value: str | None, *, date_header: str | None = None, now: float | None = None
+) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delta-seconds or HTTP-date), or None.
+
+    An HTTP-date is measured against the response's own `Date` header when there is one (the
+    server's clock, so skew does not matter), else against `now` (default: the wall clock).
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        secs = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, secs) if math.isfinite(secs) else None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    ref = now if now is not None else time.time()
+    if date_header:
+        try:
+            served = email.utils.parsedate_to_datetime(date_header)
+        except (TypeError, ValueError, IndexError):
+            pass
+        else:
+            ref = (served if served.tzinfo else served.replace(tzinfo=UTC)).timestamp()
+    return max(0.0, when.timestamp() - ref)
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The server's message: `X-Error-Message`, then JSON `error`/`message`/`detail`, else text."""
+    header = response.headers.get("x-error-message")
+    if header:
+        return header
+    text = response.text
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return text.strip() or response.reason_phrase or "no body"
+    if isinstance(data, dict):
+        for key in ("error", "message", "detail"):
+            value = data.get(key)
+            if value:
+                msg = value if isinstance(value, str) else json.dumps(value)
+                desc = data.get("error_description")
+                return f"{msg}: {desc}" if isinstance(desc, str) and desc else msg
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors:
+            parts = [e.get("message", "") if isinstance(e, dict) else str(e) for e in errors]
+            return "; ".join(p for p in parts if p) or text
+    return text.strip() or "no body"
+
+
+def _request_id(response: httpx.Response) -> str | None:
+    for name in _REQUEST_ID_HEADERS:
+        value = response.headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def _field_path(exc: pydantic.ValidationError, prefix: str = "") -> tuple[str, str]:
+    """(`compute.scaling.minReplica`, `Field required`) for the first error, no input values."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    path = ".".join(str(part) for part in first["loc"])
+    return (f"{prefix}{path}" if path else prefix.rstrip(".") or "<root>"), first["msg"]
+
+
+class EndpointsClient:
+    """The management API, one long-lived httpx pool, retries and error mapping.
+
+    Usage: `async with EndpointsClient(url, token) as client: await client.list_endpoints(ns)`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout_s: float = 10.0,
+        max_attempts: int = 4,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 20.0,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 32,
+        on_call: Callable[[CallRecord], None] | None = None,
+        user_agent: str = f"governor/{__version__}",
+        quota_pattern: str | re.Pattern[str] = DEFAULT_QUOTA_PATTERN,
+        feed_attempts: int = 1,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1 or feed_attempts < 1:
+            raise ValueError("max_attempts and feed_attempts must be >= 1")
+        headers = {"user-agent": user_agent, "accept": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self._base_url + "/",
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._max_attempts = max_attempts
+        self._feed_attempts = feed_attempts
+        self._backoff_initial = backoff_initial_s
+        self._backoff_max = backoff_max_s
+        self._sleep = sleep if sleep is not None else asyncio.sleep
+        self._on_call = on_call
+        self._rng = rng if rng is not None else random.Random()
+        self._quota_re = (
+            quota_pattern
+            if isinstance(quota_pattern, re.Pattern)
+            else re.compile(quota_pattern, re.IGNORECASE)
+        )
+
+    def __repr__(self) -> str:
+        auth = "set" if "authorization" in self._http.headers else "unset"
+        return f"EndpointsClient(base_url={self._base_url!r}, token={auth})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ---------------------------------------------------------------- public API
+
+    async def list_endpoints(self, namespace: str) -> list[Endpoint]:
+        """Every endpoint of `namespace`, each with `.namespace` set."""
+        resp = await self._call("list", "GET", self._path(namespace), endpoint=namespace)
+        data = self._json(resp, route="list", endpoint=namespace)
+        items = data.get("items") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise self._bad(
+                resp, "list: expected an object with an `items` list", namespace, "items"
+            )
+        out = []
+        for i, item in enumerate(items):
+            ep = self._model(resp, item, route="list", endpoint=namespace, prefix=f"items.{i}.")
+            ep.namespace = namespace
+            out.append(ep)
+        return out
+
+    async def get_endpoint(self, namespace: str, name: str) -> Endpoint:
+        return await self._endpoint_call("get", "GET", namespace, name)
+
+    async def update_scaling(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        min_replica: int | None = None,
+        max_replica: int | None = None,
+        scale_to_zero_timeout: int | None = None,
+    ) -> Endpoint:
+        """Partial PUT of `compute.scaling`; only the given keys are sent (timeout in minutes)."""
+        scaling = {
+            key: value
+            for key, value in (
+                ("minReplica", min_replica),
+                ("maxReplica", max_replica),
+                ("scaleToZeroTimeout", scale_to_zero_timeout),
+            )
+            if value is not None
+        }
+        if not scaling:
+            raise ValueError("update_scaling needs at least one of min/max replica or timeout")
+        if any(v < 0 for v in scaling.values()):
+            raise ValueError(f"scaling values must be >= 0, got {scaling}")
+        body = {"compute": {"scaling": scaling}}
+        return await self._endpoint_call("update", "PUT", namespace, name, json_body=body)
+
+    async def update_instance(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        accelerator: str | None = None,
+        instance_type: str | None = None,
+        instance_size: str | None = None,
+    ) -> Endpoint:
+        """Partial PUT of the compute hardware; only the given keys are sent."""
+        compute = {
+            key: value
+            for key, value in (
+                ("accelerator", accelerator),
+                ("instanceType", instance_type),
+                ("instanceSize", instance_size),
+            )
+            if value is not None
+        }
+        if not compute:
+            raise ValueError("update_instance needs at least one of accelerator, type or size")
+        body = {"compute": compute}
+        return await self._endpoint_call("update", "PUT", namespace, name, json_body=body)
+
+    async def pause(self, namespace: str, name: str) -> Endpoint:
+        return await self._endpoint_call("pause", "POST", namespace, name, suffix="pause")
+
+    async def resume(self, namespace: str, name: str) -> Endpoint:
+        """Resume; a 400 "already running" counts as success and returns the current object."""
+        key = f"{namespace}/{name}"
+        resp = await self._call(
+            "resume",
+            "POST",
+            self._path(namespace, name, "resume"),
+            endpoint=key,
+            accept=_already_running,
+        )
+        if resp.status_code == 400:
+            return await self.get_endpoint(namespace, name)
+        return self._endpoint(resp, namespace, route="resume", key=key)
+
+    async def scale_to_zero(self, namespace: str, name: str) -> Endpoint:
+        return await self._endpoint_call(
+            "scale_to_zero", "POST", namespace, name, suffix="scale-to-zero"
+        )
+
+    async def fetch_metrics(self, namespace: str, name: str) -> str:
+        """The raw open-metrics text. Raises FeedUnavailable, or AuthError on 401/403."""
+        key = f"{namespace}/{name}"
+        try:
+            resp = await self._call(
+                "open_metrics",
+                "GET",
+                self._path(namespace, name, "open-metrics"),
+                endpoint=key,
+                attempts=self._feed_attempts,
+                headers={"accept": _FEED_ACCEPT},
+            )
+        except AuthError:
+            raise
+        except ApiError as exc:
+            raise FeedUnavailable(
+                f"feed fetch failed: {exc}", endpoint=key, status=exc.status
+            ) from exc
+        return resp.text
+
+    async def get_provider(self, namespace: str) -> dict[str, Any]:
+        """`GET /provider/{namespace}`: vendors, regions, computes with price and quota (raw)."""
+        resp = await self._call(
+            "provider", "GET", "provider/" + quote(namespace, safe=""), endpoint=namespace
+        )
+        data = self._json(resp, route="provider", endpoint=namespace)
+        if not isinstance(data, dict):
+            raise self._bad(resp, "provider: expected a JSON object", namespace, "<root>")
+        return data
+
+    # ---------------------------------------------------------------- plumbing
+
+    @staticmethod
+    def _path(namespace: str, name: str | None = None, suffix: str | None = None) -> str:
+        parts = ["endpoint", quote(namespace, safe="")]
+        if name is not None:
+            parts.append(quote(name, safe=""))
+        if suffix is not None:
+            parts.append(suffix)
+        return "/".join(parts)
+
+    async def _endpoint_call(
+        self,
+        route: Route,
+        method: str,
+        namespace: str,
+        name: str,
+        *,
+        suffix: str | None = None,
+        json_body: Mapping[str, Any] | None = None,
+    ) -> Endpoint:
+        key = f"{namespace}/{name}"
+        resp = await self._call(
+            route, method, self._path(namespace, name, suffix), endpoint=key, json_body=json_body
+        )
+        return self._endpoint(resp, namespace, route=route, key=key)
+
+    def _endpoint(self, resp: httpx.Response, namespace: str, *, route: str, key: str) -> Endpoint:
+        data = self._json(resp, route=route, endpoint=key)
+        ep = self._model(resp, data, route=route, endpoint=key)
+        ep.namespace = namespace
+        return ep
+
+    def _json(self, resp: httpx.Response, *, route: str, endpoint: str) -> Any:
+        try:
+            return json.loads(resp.content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise self._bad(
+                resp, f"{route}: response is not JSON ({detail})", endpoint, None
+            ) from None
+
+    def _model(
+        self, resp: httpx.Response, data: Any, *, route: str, endpoint: str, prefix: str = ""
+    ) -> Endpoint:
+        try:
+            return Endpoint.model_validate(data)
+        except pydantic.ValidationError as exc:
+            path, msg = _field_path(exc, prefix)
+            raise self._bad(resp, f"{route}: bad field {path}: {msg}", endpoint, path) from None
+
+    def _bad(
+        self, resp: httpx.Response, message: str, endpoint: str, field: str | None
+    ) -> BadResponseError:
+        return BadResponseError(
+            self._scrub(message),
+            field=field,
+            status=resp.status_code,
+            endpoint=endpoint,
+            request_id=_request_id(resp),
+        )
+
+    def _scrub(self, text: str) -> str:
+        """Remove the token from text built out of server responses (a server may echo it)."""
+        auth = self._http.headers.get("authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else ""
+        return text.replace(token, "***") if token else text
+
+    def _retryable(self, exc: BaseException) -> bool:
+        if not isinstance(exc, RetryableApiError):
+            return False
+        return exc.retry_after is None or exc.retry_after <= self._backoff_max
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Equal-jitter exponential backoff, capped, and at least the server's Retry-After."""
+        cap = min(self._backoff_max, self._backoff_initial * 2 ** (state.attempt_number - 1))
+        delay = cap / 2 + self._rng.uniform(0, cap / 2)
+        exc = state.outcome.exception() if state.outcome is not None else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    async def _call(
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        *,
+        endpoint: str | None,
+        json_body: Mapping[str, Any] | None = None,
+        attempts: int | None = None,
+        accept: Callable[[httpx.Response], bool] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send with retries; returns a 2xx response (or one `accept` approves), else raises."""
+        limit = attempts if attempts is not None else self._max_attempts
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(limit),
+            wait=self._wait,
+            retry=retry_if_exception(self._retryable),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(
+                    route,
+                    method,
+                    path,
+                    endpoint=endpoint,
+                    json_body=json_body,
+                    accept=accept,
+                    headers=headers,
+                    last=attempt.retry_state.attempt_number >= limit,
+                )
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        *,
+        endpoint: str | None,
+        json_body: Mapping[str, Any] | None,
+        accept: Callable[[httpx.Response], bool] | None,
+        headers: Mapping[str, str] | None,
+        last: bool,
+    ) -> httpx.Response:
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            try:
+                resp = await self._http.request(method, path, json=json_body, headers=headers)
+            except httpx.HTTPError as exc:
+                raise self._map_transport(exc, route=route, endpoint=endpoint) from exc
+            status = resp.status_code
+            if not (200 <= status < 300 or (accept is not None and accept(resp))):
+                raise self._map_response(resp, route=route, endpoint=endpoint)
+        except ApiError as exc:
+            outcome: Outcome = "retry" if self._retryable(exc) and not last else "error"
+            self._record(route, status, outcome, started, endpoint)
+            log.debug(
+                "api_call_failed",
+                route=route,
+                endpoint=endpoint,
+                status=status,
+                outcome=outcome,
+                error=str(exc),
+                request_id=exc.request_id,
+            )
+            raise
+        self._record(route, status, "ok", started, endpoint)
+        return resp
+
+    def _record(
+        self,
+        route: Route,
+        status: int | None,
+        outcome: Outcome,
+        started: float,
+        endpoint: str | None,
+    ) -> None:
+        if self._on_call is None:
+            return
+        record = CallRecord(route, status, outcome, time.perf_counter() - started, endpoint)
+        try:
+            self._on_call(record)
+        except Exception:  # a broken metrics hook must not break API calls
+            log.exception("on_call_hook_failed", route=route)
+
+    def _map_transport(
+        self, exc: httpx.HTTPError, *, route: Route, endpoint: str | None
+    ) -> ApiError:
+        """httpx exceptions -> the error tree (the caller chains `exc` as the cause)."""
+        detail = self._scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))
+        if isinstance(exc, httpx.TimeoutException):
+            return RetryableApiError(f"{route}: timed out ({detail})", endpoint=endpoint)
+        if isinstance(exc, httpx.TransportError):
+            return RetryableApiError(f"{route}: connection failed ({detail})", endpoint=endpoint)
+        if isinstance(exc, httpx.DecodingError):
+            return BadResponseError(f"{route}: undecodable response ({detail})", endpoint=endpoint)
+        return ApiError(f"{route}: request failed ({detail})", endpoint=endpoint)
+
+    def _map_response(
+        self, resp: httpx.Response, *, route: Route, endpoint: str | None
+    ) -> ApiError:
+        """A non-2xx response -> the error tree. The one place statuses get their meaning."""
+        status = resp.status_code
+        message = self._scrub(_error_message(resp))
+        kw: dict[str, Any] = {
+            "status": status,
+            "endpoint": endpoint,
+            "request_id": _request_id(resp),
+        }
+        if status in _RETRY_STATUSES or status >= 500:
+            retry_after = None
+            if status in _RETRY_AFTER_STATUSES:
+                retry_after = parse_retry_after(
+                    resp.headers.get("retry-after"), date_header=resp.headers.get("date")
+                )
+            return RetryableApiError(message, retry_after=retry_after, **kw)
+        if status in _QUOTA_STATUSES and self._quota_re.search(message):
+            return QuotaError(message, **kw)
+        if status in (401, 403):
+            return AuthError(message, **kw)
+        if status == 404:
+            return NotFoundError(message, **kw)
+        if status == 409:
+            return ConflictError(message, **kw)
+        if status in (400, 422):
+            return BadRequestError(message, **kw)
+        if 400 <= status < 500:
+            return RejectedApiError(message, **kw)
+        return ApiError(f"unexpected status for {route}: {message}", **kw)
+
+
+def _already_running(resp: httpx.Response) -> bool:
+    return resp.status_code == 400 and "already running" in resp.text.lower()

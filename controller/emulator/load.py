@@ -1,0 +1,202 @@
+"""Load patterns for the emulated platform: request rates (requests/second) as functions of time.
+
+A pattern is a small frozen dataclass with `rate(t_rel)`, where `t_rel` is seconds since the
+pattern was attached to an endpoint (negative `t_rel` means "not started yet": rate 0). The
+platform turns rates into seeded Poisson arrivals; patterns themselves hold no randomness.
+
+`Trace` is different: it carries explicit arrival offsets (for replaying recorded traffic) and the
+platform consumes them directly instead of sampling.
+
+Patterns round-trip through JSON (`pattern_to_json` / `pattern_from_json`) so the admin route
+`POST /_emulator/load` and scenario files can carry them:
+
+    {"kind": "constant", "rps": 3}
+    {"kind": "piecewise", "points": [[0, 0.5], [1800, 12], [3600, 0.5]]}
+    {"kind": "ramp", "start_rps": 1, "end_rps": 10, "duration_s": 600}
+    {"kind": "diurnal", "base": 1, "peak": 8, "period_s": 86400, "phase_s": 0}
+    {"kind": "burst", "base": 0, "peak": 5, "start_s": 60, "duration_s": 120, "period_s": null}
+    {"kind": "trace", "arrivals": [0.1, 0.5, 2.25]}
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "Burst",
+    "Constant",
+    "Diurnal",
+    "LoadPattern",
+    "Piecewise",
+    "Ramp",
+    "Trace",
+    "pattern_from_json",
+    "pattern_to_json",
+]
+
+
+@runtime_checkable
+class LoadPattern(Protocol):
+    def rate(self, t_rel: float) -> float:
+        """Mean requests per second at `t_rel` seconds after the pattern started."""
+        ...
+
+
+@dataclass(frozen=True)
+class Constant:
+    rps: float
+
+    def rate(self, t_rel: float) -> float:
+        return self.rps if t_rel >= 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Piecewise:
+    """Linear interpolation between `(t_s, rps)` points; flat outside them."""
+
+    points: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        pts = tuple(sorted((float(t), float(r)) for t, r in self.points))
+        if not pts:
+            raise ValueError("Piecewise needs at least one (t_s, rps) point")
+        object.__setattr__(self, "points", pts)
+        object.__setattr__(self, "_ts", tuple(t for t, _ in pts))
+
+    def rate(self, t_rel: float) -> float:
+        if t_rel < 0:
+            return 0.0
+        pts = self.points
+        ts: tuple[float, ...] = self._ts  # type: ignore[attr-defined]
+        i = bisect.bisect_right(ts, t_rel)
+        if i == 0:
+            return pts[0][1]
+        if i == len(pts):
+            return pts[-1][1]
+        (t0, r0), (t1, r1) = pts[i - 1], pts[i]
+        if t1 == t0:
+            return r1
+        return r0 + (r1 - r0) * (t_rel - t0) / (t1 - t0)
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """Linear from `start_rps` to `end_rps` over `duration_s`, then flat at `end_rps`."""
+
+    start_rps: float
+    end_rps: float
+    duration_s: float
+
+    def rate(self, t_rel: float) -> float:
+        if t_rel < 0:
+            return 0.0
+        if self.duration_s <= 0 or t_rel >= self.duration_s:
+            return self.end_rps
+        return self.start_rps + (self.end_rps - self.start_rps) * t_rel / self.duration_s
+
+
+@dataclass(frozen=True)
+class Diurnal:
+    """Cosine wave: `base` at t=-phase_s, `peak` half a period later."""
+
+    base: float
+    peak: float
+    period_s: float = 86_400.0
+    phase_s: float = 0.0
+
+    def rate(self, t_rel: float) -> float:
+        if t_rel < 0:
+            return 0.0
+        x = 2 * math.pi * (t_rel + self.phase_s) / self.period_s
+        return self.base + (self.peak - self.base) * (1 - math.cos(x)) / 2
+
+
+@dataclass(frozen=True)
+class Burst:
+    """`peak` during `[start_s, start_s + duration_s)` (repeated every `period_s` if set), else
+    `base`."""
+
+    base: float
+    peak: float
+    start_s: float
+    duration_s: float
+    period_s: float | None = None
+
+    def rate(self, t_rel: float) -> float:
+        if t_rel < 0:
+            return 0.0
+        x = t_rel - self.start_s
+        if x < 0:
+            return self.base
+        if self.period_s:
+            x %= self.period_s
+        return self.peak if x < self.duration_s else self.base
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Explicit arrival offsets (seconds after the pattern started), replayed exactly."""
+
+    arrivals: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arrivals", tuple(sorted(float(a) for a in self.arrivals)))
+
+    def rate(self, t_rel: float) -> float:
+        """Average rate over the surrounding minute (informational; arrivals are replayed)."""
+        lo = bisect.bisect_left(self.arrivals, t_rel - 30)
+        hi = bisect.bisect_left(self.arrivals, t_rel + 30)
+        return (hi - lo) / 60.0
+
+
+_KINDS: dict[str, type] = {
+    "constant": Constant,
+    "piecewise": Piecewise,
+    "ramp": Ramp,
+    "diurnal": Diurnal,
+    "burst": Burst,
+    "trace": Trace,
+}
+
+
+def pattern_to_json(pattern: LoadPattern) -> dict[str, Any]:
+    for kind, cls in _KINDS.items():
+        if type(pattern) is cls:
+            out: dict[str, Any] = {"kind": kind}
+            for name in cls.__dataclass_fields__:  # type: ignore[attr-defined]
+                value = getattr(pattern, name)
+                out[name] = [list(p) for p in value] if name == "points" else value
+                if name == "arrivals":
+                    out[name] = list(value)
+            return out
+    return {"kind": type(pattern).__name__}
+
+
+def pattern_from_json(data: Any) -> LoadPattern:
+    """Build a pattern from its JSON form; raises ValueError naming the bad field."""
+    if not isinstance(data, dict):
+        raise ValueError("pattern: expected an object with a 'kind' field")
+    kind = data.get("kind")
+    cls = _KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"pattern.kind: expected one of {sorted(_KINDS)}, got {kind!r}")
+    kwargs = {k: v for k, v in data.items() if k != "kind"}
+    fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    unknown = set(kwargs) - set(fields)
+    if unknown:
+        raise ValueError(f"pattern: unknown field(s) {sorted(unknown)} for kind {kind!r}")
+    try:
+        if cls is Piecewise:
+            kwargs["points"] = tuple((float(t), float(r)) for t, r in kwargs.get("points", ()))
+        elif cls is Trace:
+            kwargs["arrivals"] = tuple(float(a) for a in kwargs.get("arrivals", ()))
+        else:
+            for k, v in kwargs.items():
+                if v is not None and not isinstance(v, int | float):
+                    raise ValueError(f"pattern.{k}: expected a number, got {v!r}")
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"pattern ({kind}): {exc}") from exc

@@ -1,0 +1,1271 @@
+"""The emulated platform: a deterministic, seeded simulation of Inference Endpoints. No I/O.
+
+Time is passed in: `advance_to(t)` moves the world forward (never backwards) in steps aligned on
+whole epoch seconds (a step never crosses an integer second; the last one ends exactly at `t`).
+
+Model and definitions (all inferred where the reference says "inferred"; every number is a field
+of `PlatformConfig` or `SimParams`):
+
+- **Replicas.** A replica is created, spends `cold_start_s` initializing, then serves up to
+  `concurrency` requests at once; each request takes `service_time_s * U(1 - jitter, 1 + jitter)`.
+  Replica ids look like `fqwg7eri-hskoj` and come from a per-endpoint seeded generator.
+- **Queueing.** One FIFO queue per endpoint feeding all ready replicas (earliest free slot first),
+  simulated exactly in continuous time inside each step.
+- **Arrivals.** Per-endpoint Poisson process with rate `pattern.rate(t - t0)`, piecewise constant
+  on whole seconds (rate taken at the middle of each second), sampled by time rescaling from a
+  seeded `random.Random`, so results do not depend on how `advance_to` calls are chunked. A
+  `Trace` pattern replays its arrival offsets exactly.
+- **pending_requests** = requests queued + requests in service (requests without an HTTP status
+  yet, as the platform's docs define pending requests).
+- **Latency** of a request = queueing delay + service time, recorded when it completes.
+  `latency_distribution` quantiles cover requests completed in the last `latency_window_s`
+  (NaN when there were none); `_count`/`_sum` are cumulative.
+- **Rejections.** An arrival while the endpoint has no ready replica (pending, initializing with
+  none ready, scaledToZero, paused, failed) is answered 503 at once and counted as
+  `http_requests{replica_id="proxy",status_code="503"}`. An arrival at a scaledToZero endpoint
+  wakes it (initializing, `max(minReplica, 1)` replicas cold-starting). Every arrival (served or
+  not) resets the idle timer used for scale-to-zero.
+- **States.** create -> pending (`pending_s`) -> initializing -> running (>= 1 ready replica).
+  pause -> paused (replicas removed, url null). resume from paused -> pending -> ... ; resume
+  while running/initializing/pending/updating -> 400 "Endpoint is already running"; resume from
+  scaledToZero wakes it. scale-to-zero (explicit, or automatic after `scaleToZeroTimeout` minutes
+  without requests when minReplica == 0; a null timeout disables it) -> scaledToZero (url kept).
+  An update of the instance or model -> updating: new replicas cold-start (`update_delay_s`, by
+  default the endpoint's cold start) while the old ready ones keep serving; when all new replicas
+  are ready the old ones are removed -> running. Scaling-only updates do not redeploy (switch:
+  `scaling_update_redeploys`). `failed`/`updateFailed` are reachable through `force_state`.
+- **Own autoscaler** (runs only while running; bounds [max(minReplica, 1), maxReplica]):
+  scale-up evaluated on epoch seconds divisible by `scale_up_interval_s` (60): pendingRequests
+  strategy adds one replica when mean(pending / replicas) over the past `pending_window_s` (20 s)
+  exceeds the threshold (`compute.scaling.measure.pendingRequests`, default 1.5); the
+  hardwareUsage strategy adds one when the mean busy-slot utilisation of ready replicas
+  (instantaneous for CPU, averaged over `gpu_hardware_window_s` for GPU) exceeds the threshold
+  (default 80 %). "replicas" counts all replicas, initializing ones included, so a cold start does
+  not trigger a cascade of scale-ups. Scale-down evaluated every `scale_down_interval_s` (120),
+  removes at most one replica, only when the load spread over one replica fewer stays below
+  `scale_down_fraction` (0.5) x threshold, and not within `stabilization_s` (300) of the previous
+  scale-up or scale-down. A scale-up that would exceed quota is skipped. Bounds changes clamp
+  immediately (raising min starts cold replicas; lowering max removes replicas at once, not-ready
+  and newest first).
+- **Billing.** Each replica is billed from its creation (initializing) until its removal. Exactly:
+  a replica's lifetime in seconds is rounded **up** to whole minutes (a started minute is billed in
+  full: 60.0 s -> 1 min, 60.5 s -> 2 min), each minute costs `usd_per_hour / 60` at the price of
+  the replica's instance; live replicas are billed on the same rule up to now. Running totals are
+  kept per endpoint (minutes per price), so `billed_usd` is exact. Pause/scale-to-zero/delete end
+  billing; deleting an endpoint forgets its totals.
+- **Quota.** Per namespace and (vendor, accelerator kind) with `default_max_accelerators` (32)
+  unless `set_quota` says otherwise. An endpoint holds accelerators-per-replica x: its current
+  replicas (pending: the replicas it is about to start; initializing/running/updating:
+  non-retiring replicas), maxReplica when scaledToZero, 0 when paused or failed. create, resume
+  and update that would raise usage above the maximum fail with `quota_error_status` (400; the
+  real platform's code and text are unknown) and a message containing "quota".
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import itertools
+import math
+import random
+import re
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.emulator.load import LoadPattern, Trace
+from controller.models import EndpointState, UserRef
+from controller.pricing import PriceRow, load_pricing, lookup_price
+
+__all__ = [
+    "REGIONS",
+    "EmulatorError",
+    "Platform",
+    "PlatformConfig",
+    "RequestTicket",
+    "SimParams",
+]
+
+S = EndpointState
+SERVING = frozenset({S.RUNNING, S.INITIALIZING, S.UPDATING})
+PROXY_REPLICA = "proxy"
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+METRICS = ("pendingRequests", "hardwareUsage")
+
+# Regions the emulator accepts, with the labels of the provider route.
+REGIONS: dict[str, dict[str, str]] = {
+    "aws": {"us-east-1": "N. Virginia", "eu-west-1": "Ireland"},
+    "gcp": {"us-east4": "N. Virginia", "europe-west4": "Netherlands"},
+    "azure": {"eastus": "Virginia", "westeurope": "Netherlands"},
+}
+
+MESSAGES = {
+    S.PENDING: "Endpoint waiting to be scheduled",
+    S.INITIALIZING: "Endpoint is initializing",
+    S.UPDATING: "Endpoint waiting for the update",
+    S.UPDATE_FAILED: "Endpoint update failed",
+    S.RUNNING: "Endpoint is ready",
+    S.PAUSED: "Endpoint is paused",
+    S.FAILED: "Endpoint failed to deploy",
+    S.SCALED_TO_ZERO: "Endpoint is scaled to zero",
+}
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+_TYPES = ("public", "protected", "private", "authenticated")
+_ACCELERATORS = ("cpu", "gpu", "neuron")
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+class EmulatorError(Exception):
+    """An API-level error: HTTP `status` and a human message (sent as `{"error": message}`)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class PlatformConfig:
+    """Knobs of the emulated platform; defaults follow the platform's documented behaviour."""
+
+    pending_s: float = 10.0
+    cold_start_s: float = 120.0
+    concurrency: int = 4
+    service_time_s: float = 1.0
+    service_jitter: float = 0.3
+    update_delay_s: float | None = None  # None: the endpoint's cold_start_s
+    scale_up_interval_s: int = 60
+    scale_down_interval_s: int = 120
+    pending_window_s: float = 20.0
+    pending_threshold: float = 1.5
+    hardware_threshold: float = 80.0
+    gpu_hardware_window_s: float = 60.0
+    scale_down_fraction: float = 0.5
+    stabilization_s: float = 300.0
+    default_metric: str = "hardwareUsage"
+    latency_window_s: float = 60.0
+    removed_series_retention_s: float = 300.0
+    default_max_accelerators: int = 32
+    quota_error_status: int = 400
+    scaling_update_redeploys: bool = False
+    public_base: str = "http://127.0.0.1"
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """Per-endpoint simulation parameters; None means the `PlatformConfig` default."""
+
+    cold_start_s: float | None = None
+    concurrency: int | None = None
+    service_time_s: float | None = None
+
+
+@dataclass
+class RequestTicket:
+    """One inference-plane request submitted through `submit_request`."""
+
+    id: int
+    endpoint: str
+    arrival: float
+    status: str = "queued"  # queued | running | done | rejected
+    status_code: int | None = None
+    replica_id: str | None = None
+    start: float | None = None
+    finish: float | None = None
+    reason: str | None = None
+
+    @property
+    def latency(self) -> float | None:
+        return None if self.finish is None else self.finish - self.arrival
+
+
+class _Replica:
+    __slots__ = ("busy", "created_at", "id", "price", "ready_at", "retiring", "util")
+
+    def __init__(self, rid: str, created_at: float, ready_at: float, price: float) -> None:
+        self.id = rid
+        self.created_at = created_at
+        self.ready_at = ready_at
+        self.price = price
+        self.busy = 0
+        self.util = 0.0
+        self.retiring = False
+
+
+class _Endpoint:
+    def __init__(
+        self, ns: str, spec: dict[str, Any], row: PriceRow, sim: SimParams, seed: int
+    ) -> None:
+        self.ns = ns
+        self.name: str = spec["name"]
+        self.spec = spec
+        self.row = row
+        self.sim = sim
+        self.state = S.PENDING
+        self.has_url = False
+        self.created_at = 0.0
+        self.created_by: dict[str, str] = {}
+        self.updated_at = 0.0
+        self.updated_by: dict[str, str] = {}
+        self.pending_until = 0.0
+        self.replicas: list[_Replica] = []
+        self.unslotted: list[_Replica] = []
+        self.first_ready_at = math.inf
+        self.last_request_at = 0.0
+        self.last_scale_at = -math.inf
+        self.load: LoadPattern | None = None
+        self.load_t0 = 0.0
+        self.trace_idx = 0
+        key = f"{seed}:{ns}/{self.name}"
+        self.rng = random.Random(f"arrivals:{key}")
+        self.id_rng = random.Random(f"ids:{key}")
+        self.svc_rng = random.Random(f"service:{key}")
+        self.need = self.rng.expovariate(1.0)
+        self.queue: deque[tuple[float, RequestTicket | None]] = deque()
+        self.slots: list[tuple[float, int, _Replica]] = []
+        self.inflight: list[tuple[float, int, _Replica, float, RequestTicket | None]] = []
+        self.counters: dict[tuple[str, str], int] = {}
+        self.removed_series: dict[str, float] = {}
+        self.lat_window: deque[tuple[float, float]] = deque()
+        self.lat_count = 0
+        self.lat_sum = 0.0
+        self.samples: deque[tuple[float, int, int, float]] = deque(maxlen=128)
+        self.closed_seconds = 0.0
+        self.closed_minutes: dict[float, int] = {}
+        self.served = 0
+        self.rejected = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.ns}/{self.name}"
+
+    @property
+    def scaling(self) -> dict[str, Any]:
+        return self.spec["compute"]["scaling"]
+
+    @property
+    def min_replica(self) -> int:
+        return int(self.scaling["minReplica"])
+
+    @property
+    def max_replica(self) -> int:
+        return int(self.scaling["maxReplica"])
+
+    def active(self) -> list[_Replica]:
+        return [r for r in self.replicas if not r.retiring]
+
+    def metric(self, default: str) -> str:
+        measure = self.scaling.get("measure") or {}
+        for name in METRICS:
+            if name in measure:
+                return name
+        return default
+
+
+def _ts(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _user(by: UserRef | dict[str, str] | None) -> dict[str, str]:
+    if by is None:
+        return {"id": "u-0", "name": "anonymous"}
+    if isinstance(by, UserRef):
+        return {"id": by.id, "name": by.name}
+    return {"id": str(by["id"]), "name": str(by["name"])}
+
+
+def _billed_minutes(seconds: float) -> int:
+    return max(0, math.ceil(seconds / 60.0 - 1e-9))
+
+
+def _noise(seed: int, rid: str, what: str, t: float) -> float:
+    """Stable pseudo-random value in [-1, 1] for (replica, series, 15 s bucket)."""
+    h = zlib.crc32(f"{seed}:{rid}:{what}:{int(t // 15)}".encode())
+    return (h / 0xFFFFFFFF) * 2 - 1
+
+
+def _fmt(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if float(v).is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:.9g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# request-body validation
+
+
+def _field(obj: dict[str, Any], key: str, path: str, *, required: bool = True) -> Any:
+    if key not in obj:
+        if required:
+            raise EmulatorError(422, f"{path}{key}: field required")
+        return None
+    return obj[key]
+
+
+def _check_obj(v: Any, path: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise EmulatorError(422, f"{path}: expected an object")
+    return v
+
+
+def _check_str(v: Any, path: str) -> str:
+    if not isinstance(v, str):
+        raise EmulatorError(422, f"{path}: expected a string")
+    return v
+
+
+def _check_int(v: Any, path: str, *, nullable: bool = False) -> int | None:
+    if v is None and nullable:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise EmulatorError(422, f"{path}: expected an integer >= 0")
+    if v < 0:
+        raise EmulatorError(422, f"{path}: expected an integer >= 0, got {v}")
+    return v
+
+
+def _check_unknown(obj: dict[str, Any], allowed: set[str], path: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise EmulatorError(422, f"{path}{unknown[0]}: unknown field")
+
+
+_SCALING_KEYS = {"minReplica", "maxReplica", "scaleToZeroTimeout", "measure", "metric", "threshold"}
+_COMPUTE_KEYS = {"accelerator", "instanceType", "instanceSize", "scaling", "id"}
+_MODEL_STR_KEYS = ("repository", "framework", "revision", "task")
+
+
+def _validate_scaling(sc: dict[str, Any], path: str, *, partial: bool) -> None:
+    _check_unknown(sc, _SCALING_KEYS, path)
+    for k in ("minReplica", "maxReplica"):
+        if k in sc or not partial:
+            _check_int(_field(sc, k, path), f"{path}{k}")
+    if "scaleToZeroTimeout" in sc:
+        _check_int(sc["scaleToZeroTimeout"], f"{path}scaleToZeroTimeout", nullable=True)
+    if "measure" in sc and sc["measure"] is not None:
+        m = _check_obj(sc["measure"], f"{path}measure")
+        if len(m) != 1 or next(iter(m)) not in METRICS:
+            raise EmulatorError(
+                422, f"{path}measure: expected one key, pendingRequests or hardwareUsage"
+            )
+        v = next(iter(m.values()))
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
+            raise EmulatorError(422, f"{path}measure.{next(iter(m))}: expected a number > 0")
+
+
+def _validate_compute(c: dict[str, Any], *, partial: bool) -> None:
+    _check_unknown(c, _COMPUTE_KEYS, "compute.")
+    for k in ("accelerator", "instanceType", "instanceSize"):
+        if k in c or not partial:
+            _check_str(_field(c, k, "compute."), f"compute.{k}")
+    if "accelerator" in c and c["accelerator"] not in _ACCELERATORS:
+        raise EmulatorError(422, f"compute.accelerator: expected one of {list(_ACCELERATORS)}")
+    if "scaling" in c or not partial:
+        sc = _check_obj(_field(c, "scaling", "compute."), "compute.scaling")
+        _validate_scaling(sc, "compute.scaling.", partial=partial)
+
+
+def _validate_model(m: dict[str, Any], *, partial: bool) -> None:
+    if not partial:
+        _check_str(_field(m, "repository", "model."), "model.repository")
+    for k in _MODEL_STR_KEYS:
+        if k in m:
+            if k == "task" and m[k] is None:
+                raise EmulatorError(422, "model.task: must be a string (omit it, do not send null)")
+            if k in ("revision", "framework") and m[k] is None:
+                continue
+            _check_str(m[k], f"model.{k}")
+    if "image" in m:
+        img = _check_obj(m["image"], "model.image")
+        if len(img) != 1:
+            raise EmulatorError(422, "model.image: expected exactly one image variant key")
+    for k in ("env", "secrets"):
+        if k in m and m[k] is not None:
+            _check_obj(m[k], f"model.{k}")
+
+
+def _validate_tags(v: Any) -> None:
+    if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+        raise EmulatorError(422, "tags: expected a list of strings")
+
+
+def _deep_merge(dst: dict[str, Any], src: dict[str, Any], *, replace: set[str]) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict) and k not in replace:
+            _deep_merge(dst[k], v, replace=replace)
+        else:
+            dst[k] = copy.deepcopy(v)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Platform:
+    """The emulated platform. All methods are synchronous; callers advance time explicitly."""
+
+    def __init__(
+        self, *, start: float, seed: int = 0, config: PlatformConfig | None = None
+    ) -> None:
+        self.config = config or PlatformConfig()
+        self.seed = seed
+        self._now = float(start)
+        self._eps: dict[tuple[str, str], _Endpoint] = {}
+        self._seq = itertools.count()
+        self._ticket_ids = itertools.count(1)
+        self._quota: dict[tuple[str, str, str], int] = {}
+        self.public_base = self.config.public_base.rstrip("/")
+
+    # -- time ---------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    def advance_to(self, t: float) -> None:
+        """Step the world to time `t` (ignored if `t` is not after the current time)."""
+        while self._now < t:
+            a = self._now
+            b = min(t, math.floor(a) + 1.0)
+            for ep in list(self._eps.values()):
+                self._step(ep, a, b)
+            self._now = b
+            if b == math.floor(b):
+                for ep in list(self._eps.values()):
+                    self._on_second(ep, b)
+
+    def set_public_base(self, url: str) -> None:
+        """Base of the endpoints' `status.url` (e.g. `http://127.0.0.1:8081`)."""
+        self.public_base = url.rstrip("/")
+
+    # -- simulation core ----------------------------------------------------------------------
+
+    def _service_time(self, ep: _Endpoint) -> float:
+        base = ep.sim.service_time_s or self.config.service_time_s
+        j = self.config.service_jitter
+        return base * (1.0 + j * (2.0 * ep.svc_rng.random() - 1.0))
+
+    def _concurrency(self, ep: _Endpoint) -> int:
+        return ep.sim.concurrency or self.config.concurrency
+
+    def _cold_start(self, ep: _Endpoint) -> float:
+        c = ep.sim.cold_start_s
+        return self.config.cold_start_s if c is None else c
+
+    def _arrive(self, ep: _Endpoint, at: float, ticket: RequestTicket | None) -> bool:
+        ep.last_request_at = at
+        if ep.state in SERVING and ep.first_ready_at <= at:
+            ep.queue.append((at, ticket))
+            return True
+        self._count(ep, PROXY_REPLICA, "503")
+        ep.rejected += 1
+        if ticket is not None:
+            ticket.status, ticket.status_code = "rejected", 503
+            ticket.reason = f"endpoint is {ep.state.value}"
+        if ep.state == S.SCALED_TO_ZERO:
+            self._wake(ep, at)
+        return False
+
+    def _count(self, ep: _Endpoint, rid: str, code: str) -> None:
+        k = (rid, code)
+        ep.counters[k] = ep.counters.get(k, 0) + 1
+
+    def _step(self, ep: _Endpoint, a: float, b: float) -> None:
+        # 1. arrivals in [a, b)
+        load = ep.load
+        if load is not None:
+            if isinstance(load, Trace):
+                arr = load.arrivals
+                while ep.trace_idx < len(arr) and ep.load_t0 + arr[ep.trace_idx] < b:
+                    self._arrive(ep, max(a, ep.load_t0 + arr[ep.trace_idx]), None)
+                    ep.trace_idx += 1
+            else:
+                r = load.rate(math.floor(a) + 0.5 - ep.load_t0)
+                if r > 0:
+                    pos = a
+                    while True:
+                        dt = ep.need / r
+                        if pos + dt >= b:
+                            ep.need -= r * (b - pos)
+                            break
+                        pos += dt
+                        self._arrive(ep, pos, None)
+                        ep.need = ep.rng.expovariate(1.0)
+        # 2. replicas becoming ready get their slots
+        if ep.unslotted:
+            conc = self._concurrency(ep)
+            keep = []
+            for rep in ep.unslotted:
+                if rep.ready_at < b:
+                    for _ in range(conc):
+                        heapq.heappush(ep.slots, (rep.ready_at, next(self._seq), rep))
+                else:
+                    keep.append(rep)
+            ep.unslotted = keep
+        # 3. dispatch queued requests onto free slots (FIFO, earliest free slot first)
+        q, slots, infl = ep.queue, ep.slots, ep.inflight
+        while q and slots:
+            free_at, _, rep = slots[0]
+            arr_t, ticket = q[0]
+            start = free_at if free_at > arr_t else arr_t
+            if start > b or (start == b and a < b):
+                break
+            heapq.heappop(slots)
+            q.popleft()
+            fin = start + self._service_time(ep)
+            rep.busy += 1
+            heapq.heappush(infl, (fin, next(self._seq), rep, fin - arr_t, ticket))
+            heapq.heappush(slots, (fin, next(self._seq), rep))
+            if ticket is not None:
+                ticket.status, ticket.start, ticket.finish = "running", start, fin
+                ticket.replica_id = rep.id
+        # 4. completions up to b
+        while infl and infl[0][0] <= b:
+            fin, _, rep, lat, ticket = heapq.heappop(infl)
+            rep.busy -= 1
+            self._count(ep, rep.id, "200")
+            ep.served += 1
+            ep.lat_window.append((fin, lat))
+            ep.lat_count += 1
+            ep.lat_sum += lat
+            if ticket is not None:
+                ticket.status, ticket.status_code = "done", 200
+        # 5. state timers at b
+        st = ep.state
+        if st == S.PENDING and b >= ep.pending_until:
+            ep.state = S.INITIALIZING
+            n = max(ep.min_replica, 1)
+            for _ in range(n):
+                self._add_replica(ep, ep.pending_until)
+        elif st == S.UPDATING:
+            new = ep.active()
+            if new and all(r.ready_at <= b for r in new):
+                self._remove(ep, [r for r in ep.replicas if r.retiring], b)
+                ep.state = S.RUNNING
+                ep.has_url = True
+        if ep.state in (S.INITIALIZING, S.RUNNING):
+            ready = ep.first_ready_at <= b
+            ep.state = S.RUNNING if ready else S.INITIALIZING
+            if ready:
+                ep.has_url = True
+
+    def _on_second(self, ep: _Endpoint, t: float) -> None:
+        cfg = self.config
+        while ep.lat_window and ep.lat_window[0][0] < t - cfg.latency_window_s:
+            ep.lat_window.popleft()
+        if ep.removed_series:
+            expired = [
+                rid
+                for rid, at in ep.removed_series.items()
+                if at < t - cfg.removed_series_retention_s
+            ]
+            for rid in expired:
+                del ep.removed_series[rid]
+                for k in [k for k in ep.counters if k[0] == rid]:
+                    del ep.counters[k]
+        if ep.state not in SERVING:
+            return
+        conc = self._concurrency(ep)
+        n_active = 0
+        ready_n = 0
+        util_sum = 0.0
+        for r in ep.replicas:
+            if not r.retiring:
+                n_active += 1
+            if r.ready_at <= t:
+                frac = min(1.0, r.busy / conc)
+                r.util += 0.3 * (frac - r.util)
+                ready_n += 1
+                util_sum += frac
+        pending = len(ep.queue) + len(ep.inflight)
+        ep.samples.append((t, pending, n_active, util_sum / ready_n if ready_n else 0.0))
+        # scale to zero after the idle timeout
+        timeout = ep.scaling.get("scaleToZeroTimeout")
+        if (
+            ep.min_replica == 0
+            and timeout
+            and ep.state in (S.RUNNING, S.INITIALIZING)
+            and t - ep.last_request_at >= timeout * 60
+        ):
+            self._to_zero(ep, t)
+            return
+        if ep.state != S.RUNNING:
+            return
+        ti = int(t)
+        if ti % cfg.scale_up_interval_s == 0:
+            self._autoscale_up(ep, t, n_active)
+        if ti % cfg.scale_down_interval_s == 0:
+            self._autoscale_down(ep, t, len(ep.active()))
+
+    def _signal(self, ep: _Endpoint, t: float) -> tuple[str, float, float]:
+        """(metric, threshold, observed) where observed is pending/replica or utilisation %."""
+        cfg = self.config
+        metric = ep.metric(cfg.default_metric)
+        measure = ep.scaling.get("measure") or {}
+        if metric == "pendingRequests":
+            thr = measure.get(metric) or cfg.pending_threshold
+            win = [s for s in ep.samples if s[0] > t - cfg.pending_window_s]
+            obs = sum(s[1] / max(1, s[2]) for s in win) / len(win) if win else 0.0
+        else:
+            thr = measure.get(metric) or cfg.hardware_threshold
+            window = cfg.gpu_hardware_window_s if ep.row.accelerator == "gpu" else 1.0
+            win = [s for s in ep.samples if s[0] > t - window]
+            obs = 100.0 * sum(s[3] for s in win) / len(win) if win else 0.0
+        return metric, float(thr), obs
+
+    def _autoscale_up(self, ep: _Endpoint, t: float, n: int) -> None:
+        if n >= ep.max_replica:
+            return
+        _, thr, obs = self._signal(ep, t)
+        if obs <= thr:
+            return
+        acc = ep.row.accelerators
+        if acc:
+            others = self._used(ep.ns, ep.row.vendor, ep.row.accelerator, exclude=ep)
+            if others + (n + 1) * acc > self.quota_max(ep.ns, ep.row.vendor, ep.row.accelerator):
+                return
+        self._add_replica(ep, t)
+        ep.last_scale_at = t
+
+    def _autoscale_down(self, ep: _Endpoint, t: float, n: int) -> None:
+        if n <= max(ep.min_replica, 1) or t - ep.last_scale_at < self.config.stabilization_s:
+            return
+        _, thr, obs = self._signal(ep, t)
+        if obs * n / (n - 1) < thr * self.config.scale_down_fraction:
+            self._remove(ep, self._pick_removals(ep, 1), t)
+            ep.last_scale_at = t
+
+    def _new_id(self, ep: _Endpoint) -> str:
+        rnd = ep.id_rng
+        a = "".join(rnd.choice(_ID_ALPHABET) for _ in range(8))
+        b = "".join(rnd.choice(_ID_ALPHABET) for _ in range(5))
+        return f"{a}-{b}"
+
+    def _add_replica(self, ep: _Endpoint, t: float, *, cold_start: float | None = None) -> None:
+        cs = self._cold_start(ep) if cold_start is None else cold_start
+        rep = _Replica(self._new_id(ep), t, t + cs, ep.row.usd_per_hour)
+        ep.replicas.append(rep)
+        ep.unslotted.append(rep)
+        ep.first_ready_at = min(ep.first_ready_at, rep.ready_at)
+
+    def _pick_removals(self, ep: _Endpoint, k: int) -> list[_Replica]:
+        active = ep.active()
+        # not-ready first, then newest first
+        order = sorted(active, key=lambda r: (r.ready_at <= self._now, -r.created_at))
+        return order[:k]
+
+    def _remove(self, ep: _Endpoint, reps: list[_Replica], t: float) -> None:
+        if not reps:
+            return
+        gone = {id(r) for r in reps}
+        for r in reps:
+            secs = max(0.0, t - r.created_at)
+            ep.closed_seconds += secs
+            ep.closed_minutes[r.price] = ep.closed_minutes.get(r.price, 0) + _billed_minutes(secs)
+            ep.removed_series[r.id] = t
+        ep.replicas = [r for r in ep.replicas if id(r) not in gone]
+        ep.unslotted = [r for r in ep.unslotted if id(r) not in gone]
+        ep.slots = [s for s in ep.slots if id(s[2]) not in gone]
+        heapq.heapify(ep.slots)
+        ep.first_ready_at = min((r.ready_at for r in ep.replicas), default=math.inf)
+
+    def _reject_queue(self, ep: _Endpoint, reason: str) -> None:
+        while ep.queue:
+            _, ticket = ep.queue.popleft()
+            self._count(ep, PROXY_REPLICA, "503")
+            ep.rejected += 1
+            if ticket is not None:
+                ticket.status, ticket.status_code, ticket.reason = "rejected", 503, reason
+
+    def _to_zero(self, ep: _Endpoint, t: float) -> None:
+        self._remove(ep, list(ep.replicas), t)
+        self._reject_queue(ep, "endpoint scaled to zero")
+        ep.state = S.SCALED_TO_ZERO
+        ep.samples.clear()
+
+    def _wake(self, ep: _Endpoint, t: float) -> None:
+        ep.state = S.INITIALIZING
+        ep.last_request_at = t
+        for _ in range(max(ep.min_replica, 1)):
+            self._add_replica(ep, t)
+
+    def _clamp(self, ep: _Endpoint, t: float) -> None:
+        if ep.state == S.SCALED_TO_ZERO and ep.min_replica >= 1:
+            self._wake(ep, t)
+            return
+        if ep.state not in SERVING:
+            return
+        active = ep.active()
+        lo, hi = max(ep.min_replica, 1), max(ep.max_replica, 1)
+        if len(active) < lo:
+            for _ in range(lo - len(active)):
+                self._add_replica(ep, t)
+        elif len(active) > hi:
+            self._remove(ep, self._pick_removals(ep, len(active) - hi), t)
+        if ep.state in (S.RUNNING, S.INITIALIZING):
+            ep.state = S.RUNNING if ep.first_ready_at <= t else S.INITIALIZING
+
+    def _start_update(self, ep: _Endpoint, t: float) -> None:
+        if ep.state not in SERVING and ep.state != S.UPDATE_FAILED:
+            return
+        old = ep.replicas
+        ready_old = [r for r in old if r.ready_at <= t]
+        self._remove(ep, [r for r in old if r.ready_at > t], t)
+        for r in ready_old:
+            r.retiring = True
+        n = min(max(len(ready_old), ep.min_replica, 1), max(ep.max_replica, 1))
+        delay = self.config.update_delay_s
+        for _ in range(n):
+            self._add_replica(ep, t, cold_start=delay)
+        ep.state = S.UPDATING
+
+    # -- quota ----------------------------------------------------------------------------------
+
+    def set_quota(self, ns: str, vendor: str, accelerator: str, max_accelerators: int) -> None:
+        self._quota[(ns, vendor, accelerator)] = max_accelerators
+
+    def quota_max(self, ns: str, vendor: str, accelerator: str) -> int:
+        return self._quota.get((ns, vendor, accelerator), self.config.default_max_accelerators)
+
+    @staticmethod
+    def _units(ep: _Endpoint) -> int:
+        acc = ep.row.accelerators
+        st = ep.state
+        if st in (S.PAUSED, S.FAILED):
+            return 0
+        if st == S.SCALED_TO_ZERO:
+            return ep.max_replica * acc
+        if st == S.PENDING:
+            return max(ep.min_replica, 1) * acc
+        return len(ep.active()) * acc
+
+    def _used(self, ns: str, vendor: str, kind: str, *, exclude: _Endpoint | None = None) -> int:
+        return sum(
+            self._units(ep)
+            for ep in self._eps.values()
+            if ep.ns == ns
+            and ep is not exclude
+            and ep.row.vendor == vendor
+            and ep.row.accelerator == kind
+        )
+
+    def quota_used(self, ns: str, vendor: str, accelerator: str) -> int:
+        return self._used(ns, vendor, accelerator)
+
+    def _check_quota(self, ns: str, row: PriceRow, units: int, ep: _Endpoint | None) -> None:
+        if row.accelerators == 0:
+            return
+        current = self._units(ep) if ep is not None and ep.row.key == row.key else 0
+        if units <= current:
+            return
+        others = self._used(ns, row.vendor, row.accelerator, exclude=ep)
+        mx = self.quota_max(ns, row.vendor, row.accelerator)
+        if others + units > mx:
+            raise EmulatorError(
+                self.config.quota_error_status,
+                f"quota exceeded: {row.vendor} {row.accelerator} accelerators in namespace {ns}: "
+                f"{others} used by other endpoints + {units} requested > {mx} allowed",
+            )
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def _ep(self, ns: str, name: str) -> _Endpoint:
+        ep = self._eps.get((ns, name))
+        if ep is None:
+            raise EmulatorError(404, f"endpoint {ns}/{name} not found")
+        return ep
+
+    @staticmethod
+    def _row_for(spec: dict[str, Any]) -> PriceRow:
+        vendor = spec["provider"]["vendor"]
+        region = spec["provider"]["region"]
+        c = spec["compute"]
+        if vendor not in REGIONS:
+            raise EmulatorError(400, f"provider.vendor: unknown vendor {vendor!r}")
+        if region not in REGIONS[vendor]:
+            raise EmulatorError(400, f"provider.region: unknown region {region!r} for {vendor}")
+        row = lookup_price(vendor, c["instanceType"], c["instanceSize"])
+        if row is None:
+            raise EmulatorError(
+                400,
+                f"compute.instanceType: unknown instance {vendor}/{c['instanceType']}/"
+                f"{c['instanceSize']}",
+            )
+        if c["accelerator"] != row.accelerator:
+            raise EmulatorError(
+                400,
+                f"compute.accelerator: {c['accelerator']!r} does not match instance "
+                f"{c['instanceType']} ({row.accelerator})",
+            )
+        sc = c["scaling"]
+        if sc["maxReplica"] < 1:
+            raise EmulatorError(400, "compute.scaling.maxReplica: must be >= 1")
+        if sc["minReplica"] > sc["maxReplica"]:
+            raise EmulatorError(
+                400,
+                f"compute.scaling.minReplica ({sc['minReplica']}) must be <= "
+                f"compute.scaling.maxReplica ({sc['maxReplica']})",
+            )
+        return row
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    def url_of(self, ns: str, name: str) -> str:
+        return f"{self.public_base}/inference/{ns}/{name}"
+
+    def _wire(self, ep: _Endpoint) -> dict[str, Any]:
+        spec = copy.deepcopy(ep.spec)
+        c = spec["compute"]
+        p = spec["provider"]
+        c["id"] = f"{p['vendor']}-{p['region']}-{c['instanceType']}-{c['instanceSize']}"
+        sc = c["scaling"]
+        metric = ep.metric(self.config.default_metric)
+        measure = sc.get("measure") or {}
+        sc["metric"] = metric
+        sc["measure"] = {metric: measure.get(metric)}
+        sc.setdefault("scaleToZeroTimeout", None)
+        now = self._now
+        st = ep.state
+        if st in (S.PAUSED, S.SCALED_TO_ZERO, S.FAILED):
+            ready = target = 0
+        elif st == S.PENDING:
+            ready, target = 0, max(ep.min_replica, 1)
+        else:
+            ready = sum(1 for r in ep.replicas if r.ready_at <= now)
+            target = len(ep.active())
+        status = {
+            "createdAt": _ts(ep.created_at),
+            "createdBy": dict(ep.created_by),
+            "updatedAt": _ts(ep.updated_at),
+            "updatedBy": dict(ep.updated_by),
+            "private": None,
+            "state": st.value,
+            "message": MESSAGES[st],
+            "url": self.url_of(ep.ns, ep.name) if ep.has_url and st != S.PAUSED else None,
+            "readyReplica": ready,
+            "targetReplica": target,
+        }
+        if st in (S.FAILED, S.UPDATE_FAILED):
+            status["errorMessage"] = MESSAGES[st]
+        out: dict[str, Any] = {
+            "name": ep.name,
+            "type": spec.pop("type", "protected"),
+            "accountId": spec.pop("accountId", None),
+            "healthRoute": spec.pop("healthRoute", "/health"),
+            "tags": spec.pop("tags", []),
+        }
+        spec.pop("name", None)
+        spec.pop("status", None)
+        out.update(spec)
+        out["status"] = status
+        return out
+
+    # -- management API -------------------------------------------------------------------------
+
+    def list(self, ns: str) -> list[dict[str, Any]]:
+        return [self._wire(ep) for (n, _), ep in sorted(self._eps.items()) if n == ns]
+
+    def get(self, ns: str, name: str) -> dict[str, Any]:
+        return self._wire(self._ep(ns, name))
+
+    def create(
+        self,
+        ns: str,
+        body: Any,
+        *,
+        by: UserRef | dict[str, str] | None = None,
+        sim: SimParams | None = None,
+        load: LoadPattern | None = None,
+        ready: bool = False,
+    ) -> dict[str, Any]:
+        """Create an endpoint from a create body. `ready=True` (scenario set-up only) skips the
+        pending and cold-start phases: the endpoint starts running with its min replicas already
+        warm (or scaledToZero when minReplica is 0)."""
+        body = _check_obj(body, "body")
+        name = _check_str(_field(body, "name", ""), "name")
+        if not _NAME_RE.match(name):
+            raise EmulatorError(
+                400, "name: lowercase letters, digits and '-', at most 32 characters"
+            )
+        typ = body.get("type", "protected")
+        if typ not in _TYPES:
+            raise EmulatorError(422, f"type: expected one of {list(_TYPES)}")
+        prov = _check_obj(_field(body, "provider", ""), "provider")
+        _check_str(_field(prov, "vendor", "provider."), "provider.vendor")
+        _check_str(_field(prov, "region", "provider."), "provider.region")
+        compute = _check_obj(_field(body, "compute", ""), "compute")
+        _validate_compute(compute, partial=False)
+        model = _check_obj(_field(body, "model", ""), "model")
+        _validate_model(model, partial=False)
+        if "tags" in body:
+            _validate_tags(body["tags"])
+        if "healthRoute" in body and body["healthRoute"] is not None:
+            _check_str(body["healthRoute"], "healthRoute")
+        spec = copy.deepcopy(body)
+        spec["type"] = typ
+        spec.setdefault("accountId", None)
+        spec["healthRoute"] = spec.get("healthRoute") or "/health"
+        spec.setdefault("tags", [])
+        spec["model"].setdefault("image", {"huggingface": {}})
+        spec["model"].setdefault("framework", "pytorch")
+        spec["model"].setdefault("revision", None)
+        spec["compute"].pop("id", None)
+        spec["compute"]["scaling"].pop("metric", None)
+        spec.pop("status", None)
+        row = self._row_for(spec)
+        if (ns, name) in self._eps:
+            raise EmulatorError(409, f"endpoint {ns}/{name} already exists")
+        ep = _Endpoint(ns, spec, row, sim or SimParams(), self.seed)
+        t = self._now
+        ep.created_at = ep.updated_at = ep.last_request_at = t
+        ep.created_by = ep.updated_by = _user(by)
+        if ready:
+            ep.state = S.RUNNING if ep.min_replica >= 1 else S.SCALED_TO_ZERO
+            n = ep.min_replica if ep.min_replica >= 1 else ep.max_replica
+        else:
+            n = max(ep.min_replica, 1)
+        self._check_quota(ns, row, n * row.accelerators, None)
+        if ready:
+            if ep.state == S.RUNNING:
+                for _ in range(ep.min_replica):
+                    self._add_replica(ep, t, cold_start=0.0)
+            ep.has_url = True
+        else:
+            ep.pending_until = t + self.config.pending_s
+        self._eps[(ns, name)] = ep
+        if load is not None:
+            self.set_load(ns, name, load)
+        return self._wire(ep)
+
+    def update(
+        self, ns: str, name: str, body: Any, *, by: UserRef | dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        ep = self._ep(ns, name)
+        body = _check_obj(body, "body")
+        for k in ("name", "provider"):
+            if k in body:
+                raise EmulatorError(400, f"{k}: cannot be updated")
+        if "compute" in body:
+            _validate_compute(_check_obj(body["compute"], "compute"), partial=True)
+        if "model" in body:
+            _validate_model(_check_obj(body["model"], "model"), partial=True)
+        if "tags" in body:
+            _validate_tags(body["tags"])
+        if "type" in body and body["type"] not in _TYPES:
+            raise EmulatorError(422, f"type: expected one of {list(_TYPES)}")
+        new = copy.deepcopy(ep.spec)
+        patch = copy.deepcopy(body)
+        patch.get("compute", {}).pop("id", None)
+        patch.get("compute", {}).get("scaling", {}).pop("metric", None)
+        _deep_merge(new, patch, replace={"image", "env", "secrets", "measure", "route"})
+        row = self._row_for(new)
+        old_c, new_c = ep.spec["compute"], new["compute"]
+        redeploy = any(
+            old_c[k] != new_c[k] for k in ("accelerator", "instanceType", "instanceSize")
+        ) or ("model" in body and new["model"] != ep.spec["model"])
+        old_sc = ep.spec["compute"]["scaling"]
+        scaling_changed = any(
+            old_sc.get(k) != new_c["scaling"].get(k) for k in ("minReplica", "maxReplica")
+        )
+        if scaling_changed and self.config.scaling_update_redeploys:
+            redeploy = True
+        # quota: what this endpoint would hold after the update
+        st = ep.state
+        sc = new_c["scaling"]
+        if st == S.SCALED_TO_ZERO and sc["minReplica"] < 1:
+            units = sc["maxReplica"] * row.accelerators
+        elif st in (S.PAUSED, S.FAILED):
+            units = 0
+        elif st == S.PENDING:
+            units = max(sc["minReplica"], 1) * row.accelerators
+        else:
+            n = max(len(ep.active()), sc["minReplica"], 1)
+            units = min(n, max(sc["maxReplica"], 1)) * row.accelerators
+        self._check_quota(ns, row, units, ep)
+        t = self._now
+        ep.spec, ep.row = new, row
+        ep.updated_at, ep.updated_by = t, _user(by)
+        if redeploy and (st in SERVING or st == S.UPDATE_FAILED):
+            self._start_update(ep, t)
+        else:
+            self._clamp(ep, t)
+        return self._wire(ep)
+
+    def pause(
+        self, ns: str, name: str, *, by: UserRef | dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        ep = self._ep(ns, name)
+        if ep.state != S.PAUSED:
+            t = self._now
+            self._remove(ep, list(ep.replicas), t)
+            self._reject_queue(ep, "endpoint paused")
+            ep.state = S.PAUSED
+            ep.has_url = False
+            ep.samples.clear()
+            ep.updated_at, ep.updated_by = t, _user(by)
+        return self._wire(ep)
+
+    def resume(
+        self, ns: str, name: str, *, by: UserRef | dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        ep = self._ep(ns, name)
+        t = self._now
+        if ep.state in (S.RUNNING, S.INITIALIZING, S.PENDING, S.UPDATING):
+            raise EmulatorError(400, f"Endpoint is already running (state {ep.state.value})")
+        if ep.state == S.FAILED:
+            raise EmulatorError(400, "Endpoint failed to deploy; create a new endpoint")
+        if ep.state == S.SCALED_TO_ZERO:
+            self._wake(ep, t)
+        else:  # paused or updateFailed
+            self._check_quota(ns, ep.row, max(ep.min_replica, 1) * ep.row.accelerators, None)
+            self._remove(ep, list(ep.replicas), t)
+            ep.state = S.PENDING
+            ep.pending_until = t + self.config.pending_s
+            ep.last_request_at = t
+        ep.updated_at, ep.updated_by = t, _user(by)
+        return self._wire(ep)
+
+    def scale_to_zero(
+        self, ns: str, name: str, *, by: UserRef | dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        ep = self._ep(ns, name)
+        if ep.state == S.SCALED_TO_ZERO:
+            return self._wire(ep)
+        if ep.state not in SERVING:
+            raise EmulatorError(400, f"Endpoint cannot be scaled to zero in state {ep.state.value}")
+        t = self._now
+        self._to_zero(ep, t)
+        ep.updated_at, ep.updated_by = t, _user(by)
+        return self._wire(ep)
+
+    def delete(self, ns: str, name: str, *, by: UserRef | dict[str, str] | None = None) -> None:
+        ep = self._ep(ns, name)
+        self._remove(ep, list(ep.replicas), self._now)
+        self._reject_queue(ep, "endpoint deleted")
+        del self._eps[(ns, name)]
+
+    def force_state(self, ns: str, name: str, state: str | EndpointState) -> None:
+        """Admin: put an endpoint into `failed` / `updateFailed` (or any state) for tests."""
+        ep = self._ep(ns, name)
+        st = S(state)
+        if st in (S.FAILED, S.PAUSED, S.SCALED_TO_ZERO, S.PENDING):
+            self._remove(ep, list(ep.replicas), self._now)
+            self._reject_queue(ep, f"endpoint {st.value}")
+        if st == S.PENDING:
+            ep.pending_until = self._now + self.config.pending_s
+        ep.state = st
+
+    # -- inference plane ------------------------------------------------------------------------
+
+    def is_ready(self, ns: str, name: str) -> bool:
+        ep = self._ep(ns, name)
+        return ep.state in SERVING and ep.first_ready_at <= self._now
+
+    def wake(self, ns: str, name: str) -> None:
+        """A request is being held for a scaledToZero endpoint: wake it (counts as a request)."""
+        ep = self._ep(ns, name)
+        ep.last_request_at = self._now
+        if ep.state == S.SCALED_TO_ZERO:
+            self._wake(ep, self._now)
+
+    def submit_request(self, ns: str, name: str, *, at: float) -> RequestTicket:
+        """One request arriving at `at` (the world is first advanced to `at`). The ticket is
+        rejected (503) at once if no replica is ready, else queued; poll it as time advances."""
+        self.advance_to(at)
+        ep = self._ep(ns, name)
+        t = self._now
+        ticket = RequestTicket(id=next(self._ticket_ids), endpoint=ep.key, arrival=t)
+        self._arrive(ep, t, ticket)
+        if ticket.status == "queued":
+            self._step(ep, t, t)  # dispatch now if a slot is free (sets ticket.finish)
+        return ticket
+
+    # -- load -----------------------------------------------------------------------------------
+
+    def set_load(
+        self, ns: str, name: str, pattern: LoadPattern | None, *, start: float | None = None
+    ) -> None:
+        """Attach a load pattern; its time origin is `start` (default: now)."""
+        ep = self._ep(ns, name)
+        ep.load = pattern
+        ep.load_t0 = self._now if start is None else start
+        ep.trace_idx = 0
+        if isinstance(pattern, Trace):
+            # skip arrivals already in the past
+            while (
+                ep.trace_idx < len(pattern.arrivals)
+                and ep.load_t0 + pattern.arrivals[ep.trace_idx] < self._now
+            ):
+                ep.trace_idx += 1
+
+    def load_rate(self, ns: str, name: str) -> float:
+        ep = self._ep(ns, name)
+        return ep.load.rate(self._now - ep.load_t0) if ep.load is not None else 0.0
+
+    # -- billing --------------------------------------------------------------------------------
+
+    def replica_seconds(self, ns: str, name: str) -> float:
+        ep = self._ep(ns, name)
+        return ep.closed_seconds + sum(self._now - r.created_at for r in ep.replicas)
+
+    def billed_usd(self, ns: str, name: str) -> float:
+        ep = self._ep(ns, name)
+        minutes = dict(ep.closed_minutes)
+        for r in ep.replicas:
+            minutes[r.price] = minutes.get(r.price, 0) + _billed_minutes(self._now - r.created_at)
+        return sum(price * m / 60.0 for price, m in minutes.items())
+
+    # -- metrics feed ---------------------------------------------------------------------------
+
+    def latency_quantiles(self, ns: str, name: str) -> dict[float, float]:
+        ep = self._ep(ns, name)
+        lo = self._now - self.config.latency_window_s
+        vals = sorted(lat for fin, lat in ep.lat_window if fin >= lo)
+        out = {}
+        for q in QUANTILES:
+            if not vals:
+                out[q] = math.nan
+            else:
+                out[q] = vals[min(len(vals) - 1, max(0, math.ceil(q * len(vals)) - 1))]
+        return out
+
+    def pending_requests(self, ns: str, name: str) -> int:
+        ep = self._ep(ns, name)
+        return len(ep.queue) + len(ep.inflight)
+
+    def render_metrics(self, ns: str, name: str) -> str:
+        """The endpoint's metrics feed in Prometheus text style (no `# EOF`)."""
+        ep = self._ep(ns, name)
+        now = self._now
+        lines = [
+            "# HELP latency_distribution Latency distribution",
+            "# TYPE latency_distribution summary",
+        ]
+        for q, v in self.latency_quantiles(ns, name).items():
+            lines.append(f'latency_distribution{{quantile="{q}"}} {_fmt(v)}')
+        lines.append(f"latency_distribution_count {ep.lat_count}")
+        lines.append(f"latency_distribution_sum {_fmt(ep.lat_sum)}")
+        lines += [
+            "# HELP http_requests HTTP requests by code and replicas",
+            "# TYPE http_requests counter",
+        ]
+        for (rid, code), n in sorted(ep.counters.items()):
+            lines.append(f'http_requests{{replica_id="{rid}",status_code="{code}"}} {n}')
+        lines += [
+            "# HELP pending_requests Requests waiting or in service",
+            "# TYPE pending_requests gauge",
+            f"pending_requests {len(ep.queue) + len(ep.inflight)}",
+        ]
+        gpu = ep.row.accelerator == "gpu"
+        series = [
+            ("cpu_usage_percent", "CPU percent", 3.0, 92.0),
+            ("memory_usage_percent", "Memory percent", 25.0, 35.0),
+        ]
+        if gpu:
+            series.insert(1, ("gpu_usage_percent", "GPU percent", 2.0, 95.0))
+            series.append(("gpu_memory_usage_percent", "GPU memory percent", 70.0, 20.0))
+        reps = sorted(ep.replicas, key=lambda r: r.id) if ep.state in SERVING else []
+        for metric, help_text, base, span in series:
+            lines += [
+                f"# HELP {metric} {help_text}",
+                f"# TYPE {metric} gauge",
+                f"# UNIT {metric} percent",
+            ]
+            for r in reps:
+                if r.ready_at > now:
+                    v = 0.0
+                else:
+                    v = base + span * r.util + 2.0 * _noise(self.seed, r.id, metric, now)
+                    v = min(100.0, max(0.0, v))
+                lines.append(f'{metric}{{replica_id="{r.id}"}} {v:.2f}')
+        return "\n".join(lines) + "\n"
+
+    # -- provider catalogue ---------------------------------------------------------------------
+
+    def provider(self, ns: str | None = None) -> dict[str, Any]:
+        """`GET /provider[/{ns}]`: vendors, regions, computes with prices (and quota if `ns`)."""
+        rows = load_pricing()
+        vendors = []
+        for vendor, regions in REGIONS.items():
+            vrows = [r for r in rows.values() if r.vendor == vendor]
+            regs = []
+            for region, label in regions.items():
+                computes = []
+                for r in vrows:
+                    c: dict[str, Any] = {
+                        "id": f"{vendor}-{region}-{r.instance_type}-{r.instance_size}",
+                        "accelerator": r.accelerator,
+                        "instanceType": r.instance_type,
+                        "instanceSize": r.instance_size,
+                        "architecture": r.architecture,
+                        "numAccelerators": r.accelerators,
+                        "numCpus": r.vcpus,
+                        "memoryGb": r.ram_gb,
+                        "gpuMemoryGb": (
+                            int(r.accelerator_memory_gb)
+                            if r.accelerator == "gpu" and r.accelerator_memory_gb
+                            else None
+                        ),
+                        "pricePerHour": r.usd_per_hour,
+                        "status": "deprecated" if r.deprecated else "available",
+                    }
+                    if c["numCpus"] is None:
+                        del c["numCpus"]
+                    if ns is not None:
+                        c["quota"] = {
+                            "maxAccelerators": self.quota_max(ns, vendor, r.accelerator),
+                            "usedAccelerators": self.quota_used(ns, vendor, r.accelerator),
+                        }
+                    computes.append(c)
+                regs.append(
+                    {"name": region, "label": label, "status": "available", "computes": computes}
+                )
+            vendors.append({"name": vendor, "status": "available", "regions": regs})
+        return {"vendors": vendors}
+
+    # -- inspection -----------------------------------------------------------------------------
+
+    def endpoints(self) -> list[tuple[str, str]]:
+        return sorted(self._eps)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready view of the whole world (for tests, the demo and `/_emulator/state`)."""
+        now = self._now
+        eps = {}
+        for (ns, name), ep in sorted(self._eps.items()):
+            eps[f"{ns}/{name}"] = {
+                "state": ep.state.value,
+                "ready_replicas": sum(1 for r in ep.replicas if r.ready_at <= now)
+                if ep.state in SERVING
+                else 0,
+                "target_replicas": len(ep.active()) if ep.state in SERVING else 0,
+                "min_replica": ep.min_replica,
+                "max_replica": ep.max_replica,
+                "replicas": [
+                    {
+                        "id": r.id,
+                        "ready": r.ready_at <= now,
+                        "created_at": r.created_at,
+                        "ready_at": r.ready_at,
+                        "busy": r.busy,
+                        "retiring": r.retiring,
+                    }
+                    for r in ep.replicas
+                ],
+                "pending": len(ep.queue) + len(ep.inflight),
+                "queued": len(ep.queue),
+                "in_service": len(ep.inflight),
+                "served": ep.served,
+                "rejected": ep.rejected,
+                "load_rps": round(self.load_rate(ns, name), 6),
+                "replica_seconds": round(self.replica_seconds(ns, name), 6),
+                "billed_usd": round(self.billed_usd(ns, name), 9),
+                "instance": f"{ep.row.vendor}/{ep.row.instance_type}/{ep.row.instance_size}",
+                "tags": list(ep.spec.get("tags", [])),
+                "updated_by": ep.updated_by.get("name"),
+            }
+        return {"now": now, "endpoints": eps}

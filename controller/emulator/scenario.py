@@ -1,0 +1,206 @@
+"""The demo world: one namespace, four endpoints with distinct traffic, built ready to run.
+
+`default_scenario()` is what `governor demo` runs against. Capacity per replica is
+`concurrency / service_time_s` requests/second:
+
+- chat-llm: aws nvidia-l4 x1 ($0.80/h), min 1 / max 6, 2 rps per replica; 0.5 rps rising to
+  12 rps over 30 min, back to 0.5 rps over the next 30 min (about 6 replicas at the peak).
+- embeddings: aws intel-spr x2 ($0.067/h), min 1 / max 4, 10 rps per replica; a 4..7 rps wave
+  with a 1 h period.
+- batch-summarizer: aws nvidia-a10g x1 ($1.00/h), min 0 / max 3, 1 rps per replica; idle, then
+  2.5 rps bursts of 5 min every 40 min (first at 10 min); scale-to-zero after 10 idle minutes.
+- unmanaged-experiment: aws nvidia-t4 x1 ($0.50/h), min 1 / max 1, tag "experiment", 0.2 rps;
+  Governor's demo config must leave it alone.
+
+Tokens: `demo-token` (identity governor-bot, for Governor) and `demo-human-token` (identity
+"alice", for simulating a person editing an endpoint by hand).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.emulator.load import Burst, Constant, Diurnal, LoadPattern, Piecewise
+from controller.emulator.platform import Platform, PlatformConfig, SimParams
+from controller.models import UserRef
+
+__all__ = ["EndpointSpec", "ScenarioSpec", "build_platform", "default_scenario"]
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    name: str
+    body: dict[str, Any]  # create body, as sent to POST /v2/endpoint/{ns}
+    load: LoadPattern | None
+    sim: SimParams = field(default_factory=SimParams)
+    managed: bool = True  # whether the demo's Governor config manages it
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    namespace: str
+    token: str
+    user: UserRef
+    endpoints: tuple[EndpointSpec, ...]
+    human_token: str = "demo-human-token"
+    human: UserRef = field(default_factory=lambda: UserRef(id="u-alice", name="alice"))
+    duration_s: float = 5400.0
+
+    @property
+    def tokens(self) -> dict[str, UserRef]:
+        return {self.token: self.user, self.human_token: self.human}
+
+    def endpoint(self, name: str) -> EndpointSpec:
+        for e in self.endpoints:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+
+def _body(
+    name: str,
+    *,
+    accelerator: str,
+    instance_type: str,
+    instance_size: str,
+    min_replica: int,
+    max_replica: int,
+    repository: str,
+    task: str,
+    tags: list[str],
+    scale_to_zero_timeout: int | None = None,
+    measure: dict[str, float | None] | None = None,
+) -> dict[str, Any]:
+    scaling: dict[str, Any] = {
+        "minReplica": min_replica,
+        "maxReplica": max_replica,
+        "scaleToZeroTimeout": scale_to_zero_timeout,
+    }
+    if measure is not None:
+        scaling["measure"] = measure
+    return {
+        "name": name,
+        "type": "protected",
+        "accountId": None,
+        "healthRoute": "/health",
+        "tags": tags,
+        "provider": {"vendor": "aws", "region": "us-east-1"},
+        "compute": {
+            "accelerator": accelerator,
+            "instanceType": instance_type,
+            "instanceSize": instance_size,
+            "scaling": scaling,
+        },
+        "model": {
+            "repository": repository,
+            "framework": "pytorch",
+            "revision": None,
+            "task": task,
+            "image": {"huggingface": {}},
+        },
+    }
+
+
+def default_scenario() -> ScenarioSpec:
+    eps = (
+        EndpointSpec(
+            name="chat-llm",
+            body=_body(
+                "chat-llm",
+                accelerator="gpu",
+                instance_type="nvidia-l4",
+                instance_size="x1",
+                min_replica=1,
+                max_replica=6,
+                repository="meta-llama/Llama-3.1-8B-Instruct",
+                task="text-generation",
+                tags=["prod", "chat"],
+                measure={"pendingRequests": 1.5},
+            ),
+            load=Piecewise(((0.0, 0.5), (1800.0, 12.0), (3600.0, 0.5))),
+            sim=SimParams(cold_start_s=120.0, concurrency=4, service_time_s=2.0),
+        ),
+        EndpointSpec(
+            name="embeddings",
+            body=_body(
+                "embeddings",
+                accelerator="cpu",
+                instance_type="intel-spr",
+                instance_size="x2",
+                min_replica=1,
+                max_replica=4,
+                repository="BAAI/bge-small-en-v1.5",
+                task="sentence-embeddings",
+                tags=["prod", "search"],
+            ),
+            load=Diurnal(base=4.0, peak=7.0, period_s=3600.0),
+            sim=SimParams(cold_start_s=60.0, concurrency=2, service_time_s=0.2),
+        ),
+        EndpointSpec(
+            name="batch-summarizer",
+            body=_body(
+                "batch-summarizer",
+                accelerator="gpu",
+                instance_type="nvidia-a10g",
+                instance_size="x1",
+                min_replica=0,
+                max_replica=3,
+                repository="facebook/bart-large-cnn",
+                task="summarization",
+                tags=["batch"],
+                scale_to_zero_timeout=10,
+                measure={"pendingRequests": 1.5},
+            ),
+            load=Burst(base=0.0, peak=2.5, start_s=600.0, duration_s=300.0, period_s=2400.0),
+            sim=SimParams(cold_start_s=150.0, concurrency=4, service_time_s=4.0),
+        ),
+        EndpointSpec(
+            name="unmanaged-experiment",
+            body=_body(
+                "unmanaged-experiment",
+                accelerator="gpu",
+                instance_type="nvidia-t4",
+                instance_size="x1",
+                min_replica=1,
+                max_replica=1,
+                repository="gpt2",
+                task="text-generation",
+                tags=["experiment"],
+            ),
+            load=Constant(0.2),
+            sim=SimParams(cold_start_s=90.0, concurrency=2, service_time_s=2.0),
+            managed=False,
+        ),
+    )
+    return ScenarioSpec(
+        namespace="demo-org",
+        token="demo-token",
+        user=UserRef(id="u-governor", name="governor-bot"),
+        endpoints=eps,
+    )
+
+
+def build_platform(
+    spec: ScenarioSpec,
+    *,
+    start: float,
+    seed: int = 0,
+    config: PlatformConfig | None = None,
+) -> Platform:
+    """A platform with the scenario's endpoints already running at their min replicas (warm, no
+    cold start at `start`; minReplica 0 starts scaledToZero) and their loads attached at `start`.
+    They are created (and last updated) by the scenario's human, as people create endpoints.
+    """
+    platform = Platform(start=start, seed=seed, config=config)
+    for e in spec.endpoints:
+        platform.create(
+            spec.namespace,
+            copy.deepcopy(e.body),
+            by=spec.human,
+            sim=e.sim,
+            load=e.load,
+            ready=True,
+        )
+    return platform

@@ -1,0 +1,208 @@
+"""Governor's own observability: Prometheus metrics, `/healthz`, `/readyz`.
+
+Metrics live in an injected `CollectorRegistry` (tests build a fresh one). Label values come from
+fixed sets (actions, results, reasons, feed error reasons) so cardinality stays bounded.
+Per-endpoint gauges are produced by a collector from the latest tick's snapshot, so an
+endpoint that stops being managed leaves no stale series behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_asgi_app
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from controller import __version__
+from controller.clock import Clock
+
+__all__ = ["EndpointGauges", "Health", "Metrics", "MetricsServer", "create_app"]
+
+
+@dataclass(slots=True)
+class EndpointGauges:
+    namespace: str
+    name: str
+    current: int | None = None
+    ready: int | None = None
+    desired: int | None = None
+    metrics_age_s: float | None = None
+    stale: bool = False
+
+
+@dataclass(slots=True)
+class Health:
+    """Loop liveness as seen by the probes, in the loop clock's time base."""
+
+    tick_interval_s: float
+    started_at: float | None = None
+    last_tick_at: float | None = None
+    ticks: int = 0
+    stopping: bool = False
+
+    def alive(self, now: float) -> tuple[bool, str]:
+        grace = 3 * self.tick_interval_s + 60
+        ref = self.last_tick_at or self.started_at
+        if ref is None:
+            return False, "loop not started"
+        if now - ref > grace:
+            return False, f"no tick completed for {now - ref:.0f}s (limit {grace:.0f}s)"
+        return True, "ok"
+
+
+class _EndpointCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        reps = GaugeMetricFamily(
+            "governor_endpoint_replicas",
+            "Replicas per managed endpoint: current (platform target), ready, desired (Governor).",
+            labels=["namespace", "endpoint", "kind"],
+        )
+        age = GaugeMetricFamily(
+            "governor_endpoint_metrics_age_seconds",
+            "Age of the newest usable metrics sample per managed endpoint.",
+            labels=["namespace", "endpoint"],
+        )
+        stale = GaugeMetricFamily(
+            "governor_endpoint_stale",
+            "1 when the endpoint's metrics were unusable at the last tick (no action taken).",
+            labels=["namespace", "endpoint"],
+        )
+        for g in self.metrics.endpoints.values():
+            lbl = [g.namespace, g.name]
+            for kind, val in (("current", g.current), ("ready", g.ready), ("desired", g.desired)):
+                if val is not None:
+                    reps.add_metric([*lbl, kind], val)
+            if g.metrics_age_s is not None:
+                age.add_metric(lbl, g.metrics_age_s)
+            stale.add_metric(lbl, 1.0 if g.stale else 0.0)
+        yield reps
+        yield age
+        yield stale
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    endpoints: dict[str, EndpointGauges] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.ticks = Counter("governor_ticks", "Reconcile ticks by result.", ["result"], registry=r)
+        self.tick_duration = Histogram(
+            "governor_tick_duration_seconds",
+            "Wall time of one tick (discover, scrape, decide, act).",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
+            registry=r,
+        )
+        self.last_tick = Gauge(
+            "governor_last_tick_timestamp_seconds", "When the last tick completed.", registry=r
+        )
+        self.scrape_errors = Counter(
+            "governor_scrape_errors", "Unusable metrics feeds by reason.", ["reason"], registry=r
+        )
+        self.decisions = Counter(
+            "governor_decisions",
+            "Decisions by winning policy, action and reason.",
+            ["policy", "action", "reason"],
+            registry=r,
+        )
+        self.actions = Counter(
+            "governor_actions",
+            "Actions attempted by action, result and error class.",
+            ["action", "result", "error"],
+            registry=r,
+        )
+        self.api_calls = Counter(
+            "governor_api_calls",
+            "Management API HTTP attempts by route and outcome.",
+            ["route", "outcome"],
+            registry=r,
+        )
+        self.discovery_errors = Counter(
+            "governor_discovery_errors",
+            "Failed endpoint listings by error class.",
+            ["error"],
+            registry=r,
+        )
+        self.managed = Gauge(
+            "governor_managed_endpoints", "Endpoints Governor manages now.", registry=r
+        )
+        self.dry_run = Gauge("governor_dry_run", "1 when Governor only logs decisions.", registry=r)
+        Info("governor_build", "Governor version.", registry=r).info({"version": __version__})
+        r.register(_EndpointCollector(self))
+        self.dry_run.set(0)
+        for reason in ("unavailable", "parse_error", "stale"):
+            self.scrape_errors.labels(reason)
+        for result in ("ok", "error"):
+            self.ticks.labels(result)
+
+    def record_call(self, rec: Any) -> None:
+        """Hook for `EndpointsClient(on_call=...)`: counts API attempts by route and outcome."""
+        self.api_calls.labels(rec.route, rec.outcome).inc()
+
+
+def create_app(metrics: Metrics, health: Health, clock: Clock) -> Starlette:
+    async def healthz(_: Request) -> JSONResponse:
+        ok, why = health.alive(clock.now())
+        return JSONResponse(
+            {"status": "ok" if ok else "unhealthy", "detail": why}, status_code=200 if ok else 503
+        )
+
+    async def readyz(_: Request) -> JSONResponse:
+        ready = health.ticks > 0 and not health.stopping
+        detail = "first tick done" if ready else ("stopping" if health.stopping else "no tick yet")
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "detail": detail},
+            status_code=200 if ready else 503,
+        )
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Mount("/metrics", app=make_asgi_app(metrics.registry)),
+        ]
+    )
+
+
+class MetricsServer:
+    """uvicorn serving `create_app` inside the current event loop."""
+
+    def __init__(self, app: Starlette, *, host: str, port: int) -> None:
+        self.config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        )
+        self.server = uvicorn.Server(self.config)
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        async def serve() -> None:
+            try:
+                await self.server.serve()
+            except SystemExit:  # uvicorn exits the process when it cannot bind; we must not
+                raise OSError(f"cannot listen on {self.config.host}:{self.config.port}") from None
+
+        self._task = asyncio.create_task(serve(), name="governor-http")
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # raises the OSError above
+                raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
+            await asyncio.sleep(0.01)
+        sock = self.server.servers[0].sockets[0]
+        self.port = sock.getsockname()[1]
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self._task

@@ -1,0 +1,232 @@
+"""The reconcile loop: every tick discover, scrape, decide, act — and survive any one failure.
+
+`Governor.tick()` is one full pass and is what `governor plan` runs once. `Governor.run(stop)`
+repeats it every `loop.tick_interval_s` of the injected clock until `stop` is set; the current tick
+always finishes first. One endpoint's or one namespace's failure is logged, counted and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from controller.actuator import ActionResult, Actuator, Outcome
+from controller.client import EndpointsClient
+from controller.clock import Clock
+from controller.decide import Decision, EndpointMemory, decide
+from controller.errors import ApiError, AuthError, FeedError
+from controller.exporter import EndpointGauges, Health, Metrics
+from controller.models import Endpoint
+from controller.scrape import FeedSample, Scraper
+from controller.settings import EndpointSettings, Settings
+from controller.store import StateStore
+from controller.windows import WindowStore
+from policies.base import Policy
+from policies.registry import build_policy
+
+__all__ = ["Governor", "TickEntry", "TickReport"]
+
+log = structlog.get_logger("governor.loop")
+
+
+@dataclass(frozen=True, slots=True)
+class TickEntry:
+    endpoint: Endpoint
+    decision: Decision
+    outcome: Outcome | None
+
+
+@dataclass(slots=True)
+class TickReport:
+    at: float
+    entries: list[TickEntry] = field(default_factory=list)
+    unmanaged: list[str] = field(default_factory=list)
+    namespace_errors: dict[str, str] = field(default_factory=dict)
+    feed_errors: dict[str, str] = field(default_factory=dict)
+
+
+class Governor:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock,
+        client: EndpointsClient,
+        metrics: Metrics | None = None,
+        store: StateStore | None = None,
+        on_tick: Callable[[TickReport], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.client = client
+        self.metrics = metrics or Metrics()
+        self.store = store
+        self.on_tick = on_tick
+        self.scraper = Scraper(
+            client, settings.scrape.mapping, concurrency=settings.scrape.concurrency, clock=clock
+        )
+        self.windows = WindowStore(retention_s=settings.scrape.retention_s)
+        self.actuator = Actuator(client, dry_run=settings.loop.dry_run)
+        self.memory: dict[str, EndpointMemory] = store.load_memory() if store else {}
+        self.health = Health(tick_interval_s=settings.loop.tick_interval_s)
+        self.last: dict[str, Decision] = {}
+        self._policy_cache: dict[str, list[Policy]] = {}
+        self.metrics.dry_run.set(1 if settings.loop.dry_run else 0)
+
+    def _policies(self, es: EndpointSettings) -> list[Policy]:
+        sig = repr(sorted(es.policies.items()))
+        pols = self._policy_cache.get(sig)
+        if pols is None:
+            pols = [build_policy(n, p, where=f"policies.{n}") for n, p in es.policies.items()]
+            self._policy_cache[sig] = pols
+        return pols
+
+    async def _discover(self, report: TickReport) -> list[Endpoint]:
+        found: list[Endpoint] = []
+        for ns in self.settings.namespaces:
+            try:
+                found.extend(await self.client.list_endpoints(ns))
+            except ApiError as exc:
+                kind = "auth" if isinstance(exc, AuthError) else type(exc).__name__
+                report.namespace_errors[ns] = str(exc)
+                self.metrics.discovery_errors.labels(kind).inc()
+                log.error("discovery_failed", namespace=ns, error=str(exc), error_class=kind)
+        return found
+
+    async def tick(self) -> TickReport:
+        started = time.perf_counter()
+        now = self.clock.now()
+        report = TickReport(at=now)
+        s = self.settings
+        try:
+            endpoints = await self._discover(report)
+            managed: list[Endpoint] = []
+            for ep in endpoints:
+                if s.is_managed(ep.namespace or "", ep.name, ep.tags):
+                    managed.append(ep)
+                else:
+                    report.unmanaged.append(ep.key)
+            results = await self.scraper.scrape([(ep.namespace or "", ep.name) for ep in managed])
+            for key, res in results.items():
+                if isinstance(res, FeedSample):
+                    self.windows.add(key, res)
+                elif isinstance(res, FeedError):
+                    report.feed_errors[key] = f"{res.reason}: {res}"
+                    self.metrics.scrape_errors.labels(res.reason).inc()
+            self.windows.forget_except({ep.key for ep in managed})
+            report.entries = await self._decide_and_act(managed, report, now)
+            if self.store is not None:
+                self.store.save_memory(self.memory, now=now)
+        except Exception:
+            self.metrics.ticks.labels("error").inc()
+            log.exception("tick_failed")
+            raise
+        finally:
+            self.metrics.tick_duration.observe(time.perf_counter() - started)
+        self.metrics.ticks.labels("ok").inc()
+        self.metrics.last_tick.set(now)
+        self.metrics.managed.set(len(managed))
+        self.health.last_tick_at = self.clock.now()
+        self.health.ticks += 1
+        if self.on_tick is not None:
+            self.on_tick(report)
+        return report
+
+    async def _decide_and_act(
+        self, managed: Sequence[Endpoint], report: TickReport, now: float
+    ) -> list[TickEntry]:
+        s = self.settings
+        entries: list[TickEntry] = []
+        gauges: dict[str, EndpointGauges] = {}
+        for ep in managed:
+            key = ep.key
+            es = s.endpoint_settings(ep.namespace or "", ep.name, ep.tags)
+            window = self.windows.get(key)
+            decision, mem = decide(
+                ep,
+                self._policies(es),
+                self.memory.get(key),
+                now=now,
+                settings=es,
+                window=window,
+                feed_error=report.feed_errors.get(key),
+                max_age_s=s.scrape.max_age_s,
+                mode=s.loop.actuation,
+            )
+            outcome: Outcome | None = None
+            if decision.acts:
+                outcome = await self.actuator.apply(decision, ep)
+                self.metrics.actions.labels(
+                    decision.action.value, outcome.result.value, outcome.error
+                ).inc()
+                if outcome.result is ActionResult.APPLIED:
+                    mem = replace(mem, last_action_at=now)
+            self.memory[key] = mem
+            self.metrics.decisions.labels(
+                decision.policy or "none", decision.action.value, decision.reason.value
+            ).inc()
+            self._log_decision(decision, outcome)
+            latest = window.latest
+            gauges[key] = EndpointGauges(
+                namespace=ep.namespace or "",
+                name=ep.name,
+                current=decision.current,
+                ready=ep.status.ready_replica,
+                desired=decision.desired if decision.desired is not None else None,
+                metrics_age_s=(now - latest.at) if latest is not None else None,
+                stale=decision.reason.value in ("stale_metrics", "no_data"),
+            )
+            entries.append(TickEntry(ep, decision, outcome))
+        self.metrics.endpoints = gauges
+        for gone in set(self.memory) - {ep.key for ep in managed}:
+            # Keep memory of endpoints that vanished for one listing glitch; drop after a day.
+            if now - self.memory[gone].first_seen > 86400 and gone not in gauges:
+                self.memory.pop(gone, None)
+        return entries
+
+    def _log_decision(self, d: Decision, outcome: Outcome | None) -> None:
+        prev = self.last.get(d.key)
+        self.last[d.key] = d
+        changed = prev is None or prev.signature() != d.signature()
+        fields = {
+            "endpoint": d.key,
+            "action": d.action.value,
+            "reason": d.reason.value,
+            "policy": d.policy,
+            "current": d.current,
+            "desired": d.desired,
+            "why": d.message,
+        }
+        if outcome is not None:
+            fields["result"] = outcome.result.value
+            fields["detail"] = outcome.detail
+            if outcome.result is ActionResult.FAILED:
+                log.warning("action_failed", **fields)
+                return
+        if changed or (outcome is not None and outcome.result is ActionResult.APPLIED):
+            log.info("decision", **fields)
+        else:
+            log.debug("decision", **fields)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until `stop` is set. A failing tick is logged and the loop goes on."""
+        interval = self.settings.loop.tick_interval_s
+        self.health.started_at = self.clock.now()
+        while not stop.is_set():
+            t0 = self.clock.now()
+            with contextlib.suppress(Exception):
+                await self.tick()
+            delay = max(0.0, interval - (self.clock.now() - t0))
+            sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (sleeper, stopper):
+                    t.cancel()
+        self.health.stopping = True

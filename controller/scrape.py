@@ -1,0 +1,379 @@
+"""Metrics feeds -> `FeedSample`s: fetch every managed endpoint's open-metrics text, parse, reduce.
+
+Parsing uses `prometheus_client`'s parsers, because the real feed is not strict OpenMetrics: the
+platform's published sample has a counter whose samples lack `_total`, a `# UNIT` line and no
+`# EOF`, and the strict parser rejects it ("Clashing name: http_requests"). So:
+
+- a body ending in `# EOF` is tried with the OpenMetrics parser first;
+- anything else, or an OpenMetrics body the strict parser refuses, goes through the Prometheus text
+  parser. That parser accepts the sample: it keeps the family name `http_requests`, renames the
+  counter's samples to `http_requests_total`, and skips `# UNIT` lines.
+
+Series are then matched by *sample* name, tolerant of the `_total` suffix either way, so it does not
+matter which parser ran, whether the counter was typed, or whether the config names `x` or
+`x_total`. Which series feeds which signal is configuration (`FeedMapping`), because the platform
+has not published most names. NaN quantiles (a summary with no recent observations) are dropped;
+NaN, infinite or negative values anywhere else make the whole feed unusable (`FeedParseError`).
+
+Cost note (research/perf-limits.md): prometheus_client 0.26's parsers take ~0.5 ms on an HF-sized
+feed; fine for hundreds of endpoints per tick, the first thing to replace beyond that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as _openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families as _text_families
+from pydantic import BaseModel, ConfigDict, Field
+
+from controller.clock import Clock
+from controller.errors import AuthError, FeedError, FeedParseError, FeedUnavailable
+
+if TYPE_CHECKING:
+    from controller.client import EndpointsClient
+
+__all__ = [
+    "STATUS_CLASSES",
+    "FeedMapping",
+    "FeedSample",
+    "Scraper",
+    "Signal",
+    "parse_feed",
+    "status_class",
+]
+
+log = structlog.get_logger(__name__)
+
+Signal = Literal["pending", "cpu", "gpu", "memory", "gpu_memory"]
+
+STATUS_CLASSES: tuple[str, ...] = ("2xx", "3xx", "4xx", "5xx", "other")
+
+_METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+_LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+
+
+class FeedMapping(BaseModel):
+    """Which feed series carries which signal; defaults are the emulator's (and platform) names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pending: str = Field(
+        "pending_requests",
+        pattern=_METRIC_NAME,
+        description="Gauge of requests waiting (summed over its series), e.g. `tgi_queue_size`.",
+    )
+    requests: str = Field(
+        "http_requests",
+        pattern=_METRIC_NAME,
+        description="Counter of served requests by replica and status code; `_total` optional.",
+    )
+    latency: str = Field(
+        "latency_distribution",
+        pattern=_METRIC_NAME,
+        description="Summary of request latency in seconds (quantiles plus `_count`/`_sum`).",
+    )
+    cpu: str = Field(
+        "cpu_usage_percent", pattern=_METRIC_NAME, description="CPU use per replica, percent."
+    )
+    gpu: str = Field(
+        "gpu_usage_percent", pattern=_METRIC_NAME, description="GPU use per replica, percent."
+    )
+    memory: str = Field(
+        "memory_usage_percent",
+        pattern=_METRIC_NAME,
+        description="Memory use per replica, percent.",
+    )
+    gpu_memory: str = Field(
+        "gpu_memory_usage_percent",
+        pattern=_METRIC_NAME,
+        description="GPU memory (VRAM) use per replica, percent.",
+    )
+    replica_label: str = Field(
+        "replica_id", pattern=_LABEL_NAME, description="Label naming the replica of a series."
+    )
+    status_label: str = Field(
+        "status_code",
+        pattern=_LABEL_NAME,
+        description="Label holding the HTTP status code on the requests counter.",
+    )
+
+
+def _mean(values: Mapping[str, float]) -> float | None:
+    return sum(values.values()) / len(values) if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSample:
+    """One scrape of one endpoint, reduced to the signals policies use.
+
+    Counters are cumulative as scraped; rates are the windows' business. `request_series` keeps the
+    counters per (replica, status class), the granularity at which counter resets are detected.
+    """
+
+    at: float
+    pending: float | None = None
+    requests: Mapping[str, float] = field(default_factory=dict)
+    requests_by_replica: Mapping[str, float] = field(default_factory=dict)
+    latency: Mapping[float, float] = field(default_factory=dict)
+    latency_count: float | None = None
+    latency_sum: float | None = None
+    cpu: Mapping[str, float] = field(default_factory=dict)
+    gpu: Mapping[str, float] = field(default_factory=dict)
+    memory: Mapping[str, float] = field(default_factory=dict)
+    gpu_memory: Mapping[str, float] = field(default_factory=dict)
+    replicas_seen: frozenset[str] = frozenset()
+    request_series: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+    @property
+    def mean_cpu(self) -> float | None:
+        return _mean(self.cpu)
+
+    @property
+    def mean_gpu(self) -> float | None:
+        return _mean(self.gpu)
+
+    @property
+    def mean_memory(self) -> float | None:
+        return _mean(self.memory)
+
+    @property
+    def mean_gpu_memory(self) -> float | None:
+        return _mean(self.gpu_memory)
+
+    @property
+    def total_requests(self) -> float:
+        """Cumulative requests over every replica and status (0 when the feed had none)."""
+        return sum(self.requests.values())
+
+    def value(self, signal: Signal) -> float | None:
+        """The sample's scalar for `signal`: pending as is, per-replica signals averaged."""
+        if signal == "pending":
+            return self.pending
+        return _mean(getattr(self, signal))
+
+
+def status_class(code: str | None) -> str:
+    """`"503"` -> `"5xx"`; anything not a 2xx-5xx code -> `"other"`."""
+    if code is not None and len(code) == 3 and code.isdigit() and code[0] in "2345":
+        return f"{code[0]}xx"
+    return "other"
+
+
+# ------------------------------------------------------------------------------------- parsing
+
+
+def _families(text: str, endpoint: str | None) -> list[Metric]:
+    """Parse with the OpenMetrics parser if the body says it is OpenMetrics, else leniently."""
+    if text.rstrip().endswith("# EOF"):
+        try:
+            return list(_openmetrics_families(text.rstrip() + "\n"))
+        except Exception:  # strict parser refused; the lenient one decides below
+            log.debug("feed_openmetrics_fallback", endpoint=endpoint)
+    try:
+        return list(_text_families(text))
+    except Exception as exc:  # the parser raises bare ValueError/IndexError/etc.
+        raise FeedParseError(
+            f"unparseable feed ({_locate(text)}): {type(exc).__name__}: {str(exc)[:120]}",
+            endpoint=endpoint,
+        ) from exc
+
+
+def _locate(text: str) -> str:
+    """Name the first line the text parser rejects on its own (error path only)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            list(_text_families(stripped + "\n"))
+        except Exception:
+            return f"line {number}: {stripped[:80]!r}"
+    return "no single bad line"
+
+
+def _names(name: str) -> tuple[str, str]:
+    base = name.removesuffix("_total")
+    return base, base + "_total"
+
+
+def _series(name: str, labels: Mapping[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}" if inner else name
+
+
+def _checked(name: str, labels: Mapping[str, str], value: float, endpoint: str | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FeedParseError(
+            f"{_series(name, labels)}: non-numeric value {value!r}", endpoint=endpoint
+        )
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise FeedParseError(f"{_series(name, labels)}: impossible value {v}", endpoint=endpoint)
+    return v
+
+
+def parse_feed(
+    text: str, mapping: FeedMapping, *, at: float, endpoint: str | None = None
+) -> FeedSample:
+    """Parse one feed body into a `FeedSample` stamped `at` (epoch seconds of the scrape).
+
+    Raises FeedParseError on a malformed body, an impossible value, or a body carrying none of the
+    mapped series. A mapped family that is declared (`# TYPE`) but has no samples counts as known:
+    the feed is well-formed and says "no data points", e.g. no replica running.
+    """
+    if not text.strip():
+        raise FeedParseError("empty feed: no known series", endpoint=endpoint)
+    families = _families(text, endpoint)
+
+    per_replica = {"cpu": mapping.cpu, "gpu": mapping.gpu, "memory": mapping.memory}
+    per_replica["gpu_memory"] = mapping.gpu_memory
+    by_name: dict[str, str] = {}
+    for signal, name in (*per_replica.items(), ("pending", mapping.pending)):
+        for alias in _names(name):
+            by_name.setdefault(alias, signal)
+    for alias in _names(mapping.requests):
+        by_name.setdefault(alias, "requests")
+    lat = mapping.latency
+    by_name.setdefault(lat, "latency")
+    by_name.setdefault(lat + "_count", "latency_count")
+    by_name.setdefault(lat + "_sum", "latency_sum")
+
+    known = any(f.name in by_name or f.name + "_total" in by_name for f in families)
+    pending: float | None = None
+    req_series: dict[tuple[str, str], float] = defaultdict(float)
+    quantiles: dict[float, float] = {}
+    lat_count: float | None = None
+    lat_sum: float | None = None
+    acc: dict[str, dict[str, list[float]]] = {s: defaultdict(list) for s in per_replica}
+    replicas: set[str] = set()
+    rl, sl = mapping.replica_label, mapping.status_label
+
+    for sample in (s for f in families for s in f.samples):
+        signal = by_name.get(sample.name)
+        if signal is None:
+            continue
+        known = True
+        labels = sample.labels
+        if signal == "latency":
+            if "quantile" not in labels:
+                continue
+            try:
+                q = float(labels["quantile"])
+            except ValueError:
+                raise FeedParseError(
+                    f"{_series(sample.name, labels)}: bad quantile label", endpoint=endpoint
+                ) from None
+            if isinstance(sample.value, float) and math.isnan(sample.value):
+                continue  # a summary with no observations in its window
+            v = _checked(sample.name, labels, sample.value, endpoint)
+            quantiles[q] = max(v, quantiles.get(q, v))
+            continue
+        v = _checked(sample.name, labels, sample.value, endpoint)
+        replica = labels.get(rl)
+        if replica:
+            replicas.add(replica)
+        if signal == "pending":
+            pending = v + (pending or 0.0)
+        elif signal == "requests":
+            req_series[(replica or "", status_class(labels.get(sl)))] += v
+        elif signal == "latency_count":
+            lat_count = v + (lat_count or 0.0)
+        elif signal == "latency_sum":
+            lat_sum = v + (lat_sum or 0.0)
+        else:
+            acc[signal][replica or ""].append(v)
+
+    if not known:
+        raise FeedParseError("no known series in feed", endpoint=endpoint)
+    requests: dict[str, float] = defaultdict(float)
+    by_replica: dict[str, float] = defaultdict(float)
+    for (replica, cls), v in req_series.items():
+        requests[cls] += v
+        by_replica[replica] += v
+    means = {signal: {r: sum(vs) / len(vs) for r, vs in per.items()} for signal, per in acc.items()}
+    return FeedSample(
+        at=at,
+        pending=pending,
+        requests=dict(requests),
+        requests_by_replica=dict(by_replica),
+        latency=dict(sorted(quantiles.items())),
+        latency_count=lat_count,
+        latency_sum=lat_sum,
+        cpu=means["cpu"],
+        gpu=means["gpu"],
+        memory=means["memory"],
+        gpu_memory=means["gpu_memory"],
+        replicas_seen=frozenset(replicas),
+        request_series=dict(req_series),
+    )
+
+
+# ------------------------------------------------------------------------------------- scraping
+
+
+class Scraper:
+    """Fetch and parse many feeds concurrently; one endpoint's failure is a value, not a raise."""
+
+    def __init__(
+        self,
+        client: EndpointsClient,
+        mapping: FeedMapping,
+        *,
+        concurrency: int = 16,
+        clock: Clock,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self._client = client
+        self._mapping = mapping
+        self._concurrency = concurrency
+        self._clock = clock
+
+    async def scrape(self, keys: Sequence[tuple[str, str]]) -> dict[str, FeedSample | FeedError]:
+        """Result keyed `ns/name`: a FeedSample, or the FeedUnavailable/FeedParseError it got."""
+        sem = asyncio.Semaphore(self._concurrency)
+        unique: Iterable[tuple[str, str]] = dict.fromkeys(keys)
+        pairs = await asyncio.gather(*(self._one(ns, name, sem) for ns, name in unique))
+        return dict(pairs)
+
+    async def _one(
+        self, namespace: str, name: str, sem: asyncio.Semaphore
+    ) -> tuple[str, FeedSample | FeedError]:
+        key = f"{namespace}/{name}"
+        async with sem:
+            try:
+                text = await self._client.fetch_metrics(namespace, name)
+            except FeedError as exc:
+                log.debug("feed_unavailable", endpoint=key, error=str(exc))
+                return key, exc
+            except AuthError as exc:
+                log.warning("feed_auth_refused", endpoint=key, status=exc.status, error=str(exc))
+                err = FeedUnavailable(f"feed refused: {exc}", endpoint=key, status=exc.status)
+                err.__cause__ = exc
+                return key, err
+            except Exception as exc:  # a client bug must not sink the other endpoints
+                log.exception("feed_fetch_crashed", endpoint=key)
+                err = FeedUnavailable(f"feed fetch crashed: {type(exc).__name__}", endpoint=key)
+                err.__cause__ = exc
+                return key, err
+            at = self._clock.now()
+        try:
+            return key, parse_feed(text, self._mapping, at=at, endpoint=key)
+        except FeedParseError as exc:
+            log.debug("feed_parse_error", endpoint=key, error=str(exc))
+            return key, exc
+        except Exception as exc:  # a parser bug must not sink the other endpoints
+            log.exception("feed_parse_crashed", endpoint=key)
+            err = FeedParseError(f"feed parse crashed: {type(exc).__name__}", endpoint=key)
+            err.__cause__ = exc
+            return key, err

@@ -1,0 +1,354 @@
+"""Governor's configuration: one YAML file, `GOVERNOR_*` environment overrides, the token apart.
+
+Every model forbids unknown keys so a typo is an error, not a silently ignored setting. Errors are
+turned into one `ConfigError` whose lines name the key path, the bad value and what is allowed.
+Policy parameters are validated here too (through the policy registry), at load time rather than at
+the first tick that needs them.
+
+Precedence, highest first: `GOVERNOR_*` environment variables (nested keys joined by `__`, e.g.
+`GOVERNOR_LOOP__DRY_RUN=true`), the YAML file, the defaults below. The HF token comes from
+`HF_TOKEN`, else from `api.token_file`; it is held as a `SecretStr` and never logged.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from controller.errors import ConfigError
+from controller.scrape import FeedMapping
+
+__all__ = [
+    "ApiSettings",
+    "DefaultsSettings",
+    "EndpointRule",
+    "EndpointSettings",
+    "LoopSettings",
+    "ManageSettings",
+    "Settings",
+    "format_validation_error",
+    "load_settings",
+]
+
+REAL_API = "https://api.endpoints.huggingface.cloud/v2"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ApiSettings(_Strict):
+    base_url: str = Field(
+        REAL_API, description="Management API base URL (the emulator's in tests)."
+    )
+    token_file: Path | None = Field(
+        None, description="File holding the HF token if HF_TOKEN is unset."
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="Per-request timeout.")
+    max_attempts: int = Field(4, ge=1, le=10, description="Attempts per call incl. retries.")
+    backoff_initial_s: float = Field(0.5, gt=0, le=60)
+    backoff_max_s: float = Field(20.0, gt=0, le=600)
+    max_connections: int = Field(32, ge=1, le=1024)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class ManageSettings(_Strict):
+    """Which endpoints Governor may touch. An endpoint matching none of these is never acted on."""
+
+    names: list[str] = Field(default_factory=list, description="Exact names or `ns/name`.")
+    globs: list[str] = Field(
+        default_factory=list, description="fnmatch patterns on name or ns/name."
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="Any of these tags selects an endpoint."
+    )
+    exclude_tags: list[str] = Field(default_factory=list, description="Never manage these, ever.")
+
+
+class LoopSettings(_Strict):
+    tick_interval_s: float = Field(15.0, gt=0, le=3600, description="Time between ticks.")
+    dry_run: bool = Field(False, description="Decide and log, but change nothing.")
+    actuation: Literal["pin", "floor"] = Field(
+        "pin",
+        description="pin: set min=max=desired (Governor decides alone); floor: set min=desired and "
+        "leave max at the ceiling so the platform autoscaler can still add replicas.",
+    )
+
+
+class ScrapeSettings(_Strict):
+    concurrency: int = Field(16, ge=1, le=1024, description="Feeds fetched at once.")
+    max_age_s: float = Field(60.0, gt=0, description="A newer sample than this is required to act.")
+    retention_s: float = Field(900.0, gt=0, description="How much history the windows keep.")
+    mapping: FeedMapping = Field(default_factory=FeedMapping)
+
+
+class ServerSettings(_Strict):
+    listen: str = Field("127.0.0.1:9108", description="host:port for /metrics, /healthz, /readyz.")
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port with a port in 0..65535")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class StateSettings(_Strict):
+    path: Path = Field(Path("governor-state.sqlite"), description="SQLite file for durable state.")
+
+
+class LogSettings(_Strict):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class EndpointSettings(_Strict):
+    """Per-endpoint behaviour; `defaults` and each matching rule are merged in order."""
+
+    floor: int = Field(1, ge=0, le=1000, description="Never fewer replicas than this.")
+    ceiling: int = Field(10, ge=1, le=1000, description="Never more replicas than this.")
+    scale_up_stabilization_s: float = Field(
+        0.0, ge=0, le=3600, description="Scale up to the lowest recommendation of this window."
+    )
+    scale_down_stabilization_s: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="Scale down only to the highest recommendation of this window.",
+    )
+    policies: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"pending_requests": {}},
+        description="Policy name -> parameters (validated by the policy's Params model).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> EndpointSettings:
+        if self.floor > self.ceiling:
+            raise ValueError(f"floor ({self.floor}) must be <= ceiling ({self.ceiling})")
+        return self
+
+
+class DefaultsSettings(EndpointSettings):
+    pass
+
+
+class RuleMatch(_Strict):
+    names: list[str] = Field(default_factory=list)
+    globs: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+
+class EndpointRule(_Strict):
+    """Overrides for endpoints matching `match`; later rules win over earlier ones."""
+
+    match: RuleMatch
+    floor: int | None = Field(None, ge=0, le=1000)
+    ceiling: int | None = Field(None, ge=1, le=1000)
+    scale_up_stabilization_s: float | None = Field(None, ge=0, le=3600)
+    scale_down_stabilization_s: float | None = Field(None, ge=0, le=86400)
+    policies: dict[str, dict[str, Any]] | None = None
+
+
+def _matches(
+    namespace: str,
+    name: str,
+    tags: list[str],
+    *,
+    names: list[str],
+    globs: list[str],
+    tag_sel: list[str],
+) -> bool:
+    full = f"{namespace}/{name}"
+    if name in names or full in names:
+        return True
+    if any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(full, g) for g in globs):
+        return True
+    return bool(set(tags) & set(tag_sel))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GOVERNOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to discover.")
+    manage: ManageSettings = Field(default_factory=ManageSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
+    scrape: ScrapeSettings = Field(default_factory=ScrapeSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    defaults: DefaultsSettings = Field(default_factory=DefaultsSettings)
+    endpoints: list[EndpointRule] = Field(default_factory=list)
+    token: SecretStr | None = Field(
+        None, exclude=True, description="Filled from HF_TOKEN/token_file."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file arrives as init kwargs; environment variables must override it.
+        return (env_settings, init_settings)
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _ns_csv(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+    def is_managed(self, namespace: str, name: str, tags: list[str]) -> bool:
+        m = self.manage
+        if set(tags) & set(m.exclude_tags):
+            return False
+        return _matches(namespace, name, tags, names=m.names, globs=m.globs, tag_sel=m.tags)
+
+    def endpoint_settings(self, namespace: str, name: str, tags: list[str]) -> EndpointSettings:
+        """Defaults with every matching rule applied in order (later rules override)."""
+        merged = self.defaults.model_dump()
+        for rule in self.endpoints:
+            sel = rule.match
+            if not _matches(
+                namespace, name, tags, names=sel.names, globs=sel.globs, tag_sel=sel.tags
+            ):
+                continue
+            for k, v in rule.model_dump(exclude={"match"}, exclude_none=True).items():
+                if k == "policies":
+                    pol = dict(merged["policies"])
+                    for pname, params in v.items():
+                        pol[pname] = {**pol.get(pname, {}), **params}
+                    merged["policies"] = pol
+                else:
+                    merged[k] = v
+        return EndpointSettings.model_validate(merged)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config for the start-up log; the token is only ever shown as set/unset."""
+        data = self.model_dump(mode="json")
+        data["token"] = "***set***" if self.token else None
+        return data
+
+
+def format_validation_error(err: ValidationError, *, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"])
+        loc = loc.replace(".[", "[")
+        got = e.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc or '<root>'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"
+        )
+    return data
+
+
+def _read_token(settings: Settings, env: Mapping[str, str]) -> SecretStr | None:
+    tok = env.get("HF_TOKEN", "").strip()
+    if tok:
+        return SecretStr(tok)
+    tf = settings.api.token_file
+    if tf is not None:
+        try:
+            tok = tf.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"api.token_file: cannot read {tf}: {exc.strerror}") from None
+        if not tok:
+            raise ConfigError(f"api.token_file: {tf} is empty")
+        return SecretStr(tok)
+    return None
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    validate_policies: bool = True,
+) -> Settings:
+    """Load, merge and fully validate the configuration, or raise one `ConfigError`.
+
+    `GOVERNOR_*` overrides are read from the process environment by pydantic-settings; `env` only
+    supplies `HF_TOKEN` (tests pass their own mapping).
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    for k, v in (overrides or {}).items():
+        data[k] = v
+    source = str(path) if path is not None else "environment/defaults"
+    if "token" in data:
+        raise ConfigError(
+            f"{source}: token: put the token in HF_TOKEN or api.token_file, not in config"
+        )
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=source)) from None
+    except ValueError as exc:  # e.g. an env override that is not valid JSON for a nested field
+        raise ConfigError(f"{source}: {exc}") from None
+    settings.token = _read_token(settings, env)
+    if validate_policies:
+        from policies.registry import validate_policy_config
+
+        validate_policy_config(settings)
+    return settings

@@ -1,0 +1,171 @@
+"""Config loading: file + env precedence, token sources, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.cli import main
+from controller.errors import ConfigError
+from controller.settings import load_settings
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "governor.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_file():
+    """With no file every group has working defaults, pointing at the real API."""
+    s = load_settings(None, env={})
+    assert s.api.base_url == "https://api.endpoints.huggingface.cloud/v2"
+    assert s.loop.tick_interval_s == 15
+    assert s.token is None
+    assert s.defaults.policies == {"pending_requests": {}}
+
+
+def test_example_config_is_valid():
+    """The shipped example config passes validation."""
+    s = load_settings("examples/governor.yaml", env={})
+    assert s.namespaces == ["my-org"]
+    assert s.loop.dry_run is True
+
+
+def test_env_overrides_file(tmp_path, monkeypatch):
+    """GOVERNOR_* nested overrides beat the file; other file keys survive the merge."""
+    p = write(tmp_path, "loop: {tick_interval_s: 30, dry_run: false}\nnamespaces: [a]\n")
+    monkeypatch.setenv("GOVERNOR_LOOP__DRY_RUN", "true")
+    s = load_settings(p, env={})
+    assert s.loop.dry_run is True
+    assert s.loop.tick_interval_s == 30
+    assert s.namespaces == ["a"]
+
+
+def test_token_from_env_then_file(tmp_path):
+    """HF_TOKEN wins; otherwise api.token_file; the token never shows in dumps or repr."""
+    tf = tmp_path / "tok"
+    tf.write_text("hf_file_secret\n")
+    p = write(tmp_path, f"api: {{token_file: {tf}}}\n")
+    assert load_settings(p, env={}).token.get_secret_value() == "hf_file_secret"
+    s = load_settings(p, env={"HF_TOKEN": "hf_env_secret"})
+    assert s.token.get_secret_value() == "hf_env_secret"
+    assert "hf_env_secret" not in repr(s)
+    assert "hf_env_secret" not in str(s.redacted())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("loop: {tick_interval_s: -5}\n", "loop.tick_interval_s", id="negative-tick"),
+        pytest.param(
+            "loop: {tick_intervall_s: 5}\n", "loop.tick_intervall_s: unknown key", id="typo-key"
+        ),
+        pytest.param("nonsense: 1\n", "nonsense: unknown key", id="unknown-top"),
+        pytest.param(
+            "defaults: {floor: 5, ceiling: 2}\n",
+            "floor (5) must be <= ceiling (2)",
+            id="floor-above-ceiling",
+        ),
+        pytest.param("server: {listen: 'nope'}\n", "server.listen", id="bad-listen"),
+        pytest.param("api: {base_url: 'ftp://x'}\n", "api.base_url", id="bad-url"),
+        pytest.param(
+            "defaults: {policies: {pending_requests: {target: 2}}}\n",
+            "defaults.policies.pending_requests.target: unknown key",
+            id="bad-param",
+        ),
+        pytest.param(
+            "defaults: {policies: {pending_requests: {target_per_replica: 0}}}\n",
+            "defaults.policies.pending_requests.target_per_replica",
+            id="zero-target",
+        ),
+        pytest.param(
+            "defaults: {policies: {no_such_policy: {}}}\n",
+            "unknown policy 'no_such_policy'",
+            id="unknown-policy",
+        ),
+        pytest.param(
+            "endpoints: [{match: {names: [x]}, policies: {pending_requests: {window_s: -1}}}]\n",
+            "endpoints[0].policies.pending_requests.window_s",
+            id="rule-param",
+        ),
+        pytest.param("loop: [1, 2\n", "not valid YAML at line", id="bad-yaml"),
+        pytest.param("- a\n- b\n", "top level must be a mapping", id="not-mapping"),
+        pytest.param("token: abc\n", "HF_TOKEN", id="token-in-file"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, expected):
+    """Every bad value or unknown key is reported by its path, not as a traceback."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text), env={})
+    assert expected in str(err.value)
+
+
+def test_rules_merge_in_order(tmp_path):
+    """Later matching rules override earlier ones; policy params merge key by key."""
+    p = write(
+        tmp_path,
+        """
+defaults:
+  floor: 1
+  ceiling: 4
+  policies: {pending_requests: {target_per_replica: 2, window_s: 60}}
+endpoints:
+  - match: {globs: ["chat-*"]}
+    ceiling: 8
+    policies: {pending_requests: {target_per_replica: 3}}
+  - match: {tags: [night]}
+    floor: 0
+""",
+    )
+    s = load_settings(p, env={})
+    es = s.endpoint_settings("org", "chat-a", ["night"])
+    assert (es.floor, es.ceiling) == (0, 8)
+    assert es.policies["pending_requests"] == {"target_per_replica": 3, "window_s": 60}
+    other = s.endpoint_settings("org", "embed", [])
+    assert (other.floor, other.ceiling) == (1, 4)
+
+
+@pytest.mark.parametrize(
+    ("ns", "name", "tags", "managed"),
+    [
+        pytest.param("org", "chat", [], True, id="name"),
+        pytest.param("org", "prod-x", [], True, id="glob"),
+        pytest.param("org", "misc", ["governor"], True, id="tag"),
+        pytest.param("org", "prod-y", ["do-not-autoscale"], False, id="excluded-tag"),
+        pytest.param("org", "other", ["team"], False, id="unselected"),
+        pytest.param("other-org", "exact", [], False, id="ns-qualified-mismatch"),
+        pytest.param("org", "exact", [], True, id="ns-qualified"),
+    ],
+)
+def test_manage_selection(tmp_path, ns, name, tags, managed):
+    """Only endpoints matched by manage.* (and not excluded) are managed."""
+    p = write(
+        tmp_path,
+        """
+manage:
+  names: [chat, org/exact]
+  globs: ["prod-*"]
+  tags: [governor]
+  exclude_tags: [do-not-autoscale]
+""",
+    )
+    assert load_settings(p, env={}).is_managed(ns, name, tags) is managed
+
+
+def test_check_config_cli(tmp_path, capsys):
+    """`governor check-config` prints OK for a good file and exits 2 naming the key otherwise."""
+    good = write(tmp_path, "namespaces: [a]\n")
+    assert main(["check-config", str(good)]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loop: {dry_run: maybe}\n")
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "loop.dry_run" in err
+    assert "Traceback" not in err
+
+
+def test_missing_file(tmp_path):
+    """A missing config file is a clear error."""
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.yaml", env={})
