@@ -153,6 +153,39 @@ def _check_config(path: str, out: TextIO) -> int:
     return 0
 
 
+def _emulator(args: argparse.Namespace) -> int:
+    """Serve the demo world (namespace demo-org) so a config can be tried against it."""
+    from controller.clock import ScaledClock
+    from controller.emulator.scenario import build_platform, default_scenario
+    from controller.emulator.server import serve_forever
+
+    configure_logging(fmt="auto", level="info")
+    spec = default_scenario()
+    clock = ScaledClock(speed=args.speed)
+    platform = build_platform(spec, start=clock.now(), seed=args.seed)
+    tokens = {args.token: spec.user, spec.human_token: spec.human}
+    print(
+        f"emulator: http://{args.host}:{args.port}/v2 namespace {spec.namespace}, "
+        f"{len(spec.endpoints)} endpoints, {args.speed:g}x time; Bearer token: the --token value",
+        file=sys.stderr,
+    )
+    try:
+        asyncio.run(
+            serve_forever(
+                host=args.host,
+                port=args.port,
+                token=args.token,
+                tokens=tokens,
+                clock=clock,
+                platform=platform,
+            )
+        )
+    except OSError as exc:
+        print(f"governor: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="governor", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"governor {__version__}")
@@ -200,19 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         if args.cmd == "emulator":
-            from controller.emulator.server import serve_forever
-
-            configure_logging(fmt="auto", level="info")
-            asyncio.run(
-                serve_forever(
-                    host=args.host,
-                    port=args.port,
-                    token=args.token,
-                    speed=args.speed,
-                    seed=args.seed,
-                )
-            )
-            return 0
+            return _emulator(args)
         settings = load_settings(args.config)
         if args.cmd == "run" and args.dry_run:
             tok = settings.token

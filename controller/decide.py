@@ -105,6 +105,9 @@ class EndpointMemory:
     recommendations: tuple[tuple[float, int], ...] = ()
     policy_memory: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     last_action_at: float | None = None
+    # When the endpoint was last seen entering `running` (None while it is not running): a
+    # freshly woken or resumed endpoint gets a full down window before any scale-down.
+    running_since: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +115,7 @@ class EndpointMemory:
             "recommendations": [list(r) for r in self.recommendations],
             "policy_memory": {k: dict(v) for k, v in self.policy_memory.items()},
             "last_action_at": self.last_action_at,
+            "running_since": self.running_since,
         }
 
     @classmethod
@@ -121,6 +125,7 @@ class EndpointMemory:
             recommendations=tuple((float(t), int(n)) for t, n in data.get("recommendations", [])),
             policy_memory={k: dict(v) for k, v in data.get("policy_memory", {}).items()},
             last_action_at=data.get("last_action_at"),
+            running_since=data.get("running_since"),
         )
 
 
@@ -159,6 +164,7 @@ def decide(
 
     # 1. Gate.
     if endpoint.state is not EndpointState.RUNNING:
+        mem = replace(mem, running_since=None)
         return _hold(
             key, now, Reason.NOT_ACTIONABLE, f"endpoint is {endpoint.state.value}", current=current
         ), mem
@@ -166,6 +172,8 @@ def decide(
         return _hold(
             key, now, Reason.STALE_METRICS, f"metrics feed unusable: {feed_error}", current=current
         ), mem
+    if mem.running_since is None:
+        mem = replace(mem, running_since=now)
     latest = window.latest if window is not None else None
     if latest is None:
         return _hold(key, now, Reason.NO_DATA, "no metrics sample yet", current=current), mem
@@ -230,13 +238,15 @@ def decide(
             notes.append(f"up-window minimum {lo} ({settings.scale_up_stabilization_s:g}s)")
     elif raw < current:
         down = settings.scale_down_stabilization_s
-        observed = now - mem.first_seen
+        observed = now - max(mem.first_seen, mem.running_since or mem.first_seen)
         hi = max(n for t, n in recs if t > now - down) if down > 0 else raw
         if down > 0 and observed < down:
             desired = current
             clamps.append("scale_down_stabilized")
             reason = Reason.SCALE_DOWN_STABILIZED
-            notes.append(f"observed for {observed:.0f}s only; no scale-down before {down:g}s")
+            notes.append(
+                f"running and observed for {observed:.0f}s only; no scale-down before {down:g}s"
+            )
         elif hi > raw:
             desired = min(current, hi)
             clamps.append("scale_down_stabilized")

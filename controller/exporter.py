@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from controller import __version__
 from controller.clock import Clock
@@ -168,11 +169,16 @@ def create_app(metrics: Metrics, health: Health, clock: Clock) -> Starlette:
             status_code=200 if ready else 503,
         )
 
+    async def metrics_ep(request: Request) -> Response:
+        # The library's encoders; OpenMetrics when the scraper asks for it (Accept header).
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(metrics.registry), headers={"Content-Type": content_type})
+
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Mount("/metrics", app=make_asgi_app(metrics.registry)),
+            Route("/metrics", metrics_ep),
         ]
     )
 

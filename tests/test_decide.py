@@ -43,7 +43,9 @@ def run(sc: Scenario, now: float = T0):
         max_replica=sc.bounds[1] if sc.bounds else None,
     )
     mem = EndpointMemory(
-        first_seen=now - sc.observed_s, recommendations=tuple((now + t, n) for t, n in sc.recs)
+        first_seen=now - sc.observed_s,
+        running_since=now - sc.observed_s,
+        recommendations=tuple((now + t, n) for t, n in sc.recs),
     )
     es = EndpointSettings(
         floor=sc.floor,
@@ -252,3 +254,23 @@ def test_noise_within_one_replica_band_never_acts(noise):
         w.add(sample(t, v))
         d, mem = decide(ep, [POLICY], mem, now=t, settings=es, window=w)
         assert d.action is Action.HOLD, d.message
+
+
+def test_woken_endpoint_gets_a_full_window_before_scale_down():
+    """An endpoint that was not running at the previous tick is not scaled down on arrival."""
+    now = T0
+    es = EndpointSettings(floor=0, ceiling=3)
+    mem = EndpointMemory(first_seen=now - 7200, running_since=now - 3600)
+    asleep = endpoint(state="scaledToZero", target=0)
+    d, mem = decide(asleep, [POLICY], mem, now=now, settings=es, window=window([(now - 5, 0.0)]))
+    assert d.reason is Reason.NOT_ACTIONABLE
+    assert mem.running_since is None
+    awake = endpoint(target=1)
+    for dt in (15, 150, 290):
+        t = now + dt
+        d, mem = decide(awake, [POLICY], mem, now=t, settings=es, window=window([(t - 5, 0.0)]))
+        assert d.action is Action.HOLD, d.message
+        assert d.reason is Reason.SCALE_DOWN_STABILIZED
+    t = now + 15 + 301
+    d, mem = decide(awake, [POLICY], mem, now=t, settings=es, window=window([(t - 5, 0.0)]))
+    assert d.action is Action.SCALE_TO_ZERO
