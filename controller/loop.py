@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import structlog
 
@@ -29,9 +30,20 @@ from controller.windows import WindowStore
 from policies.base import Policy
 from policies.registry import build_policy
 
-__all__ = ["Governor", "TickEntry", "TickReport"]
+__all__ = ["Governor", "TickEntry", "TickObserver", "TickReport"]
 
 log = structlog.get_logger("governor.loop")
+
+
+class TickObserver(Protocol):
+    """Something that learns from every tick's listing (the cost ledger, quota accounting).
+
+    Called once per tick, after discovery and before decisions, with every endpoint listed in the
+    configured namespaces (managed or not: cost is reported for all). It must not raise for bad
+    data; an exception is logged and the tick goes on.
+    """
+
+    def observe(self, endpoints: Sequence[Endpoint], *, now: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class Governor:
         metrics: Metrics | None = None,
         store: StateStore | None = None,
         on_tick: Callable[[TickReport], None] | None = None,
+        observers: Sequence[TickObserver] = (),
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -67,6 +80,7 @@ class Governor:
         self.metrics = metrics or Metrics()
         self.store = store
         self.on_tick = on_tick
+        self.observers = list(observers)
         self.scraper = Scraper(
             client, settings.scrape.mapping, concurrency=settings.scrape.concurrency, clock=clock
         )
@@ -105,6 +119,11 @@ class Governor:
         s = self.settings
         try:
             endpoints = await self._discover(report)
+            for obs in self.observers:
+                try:
+                    obs.observe(endpoints, now=now)
+                except Exception:
+                    log.exception("observer_failed", observer=type(obs).__name__)
             managed: list[Endpoint] = []
             for ep in endpoints:
                 if s.is_managed(ep.namespace or "", ep.name, ep.tags):
