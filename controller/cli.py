@@ -156,11 +156,11 @@ def _check_config(path: str, out: TextIO) -> int:
 def _emulator(args: argparse.Namespace) -> int:
     """Serve the demo world (namespace demo-org) so a config can be tried against it."""
     from controller.clock import ScaledClock
-    from controller.emulator.scenario import build_platform, default_scenario
+    from controller.emulator.scenario import build_platform, default_scenario, load_scenario
     from controller.emulator.server import serve_forever
 
     configure_logging(fmt="auto", level="info")
-    spec = default_scenario()
+    spec = load_scenario(args.scenario, token=args.token) if args.scenario else default_scenario()
     clock = ScaledClock(speed=args.speed)
     platform = build_platform(spec, start=clock.now(), seed=args.seed)
     tokens = {args.token: spec.user, spec.human_token: spec.human}
@@ -209,6 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--token", default="emulator-token", help="the Bearer token it accepts")
     e.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
     e.add_argument("--seed", type=int, default=7)
+    e.add_argument("--scenario", help="YAML file of endpoints and loads (default: the demo's)")
     c = sub.add_parser("check-config", help="validate a config file and report every problem")
     c.add_argument("file")
     return p

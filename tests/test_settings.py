@@ -169,3 +169,20 @@ def test_missing_file(tmp_path):
     """A missing config file is a clear error."""
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "nope.yaml", env={})
+
+
+def test_emulator_scenario_file_errors_name_the_field(tmp_path):
+    """A bad `governor emulator --scenario` file is reported by field, and the example loads."""
+    from controller.emulator.scenario import load_scenario
+
+    spec = load_scenario("examples/emulator-scenario.yaml")
+    assert [e.name for e in spec.endpoints] == ["chat", "nightly-batch"]
+    bad = tmp_path / "s.yaml"
+    bad.write_text("endpoints: [{name: x, max_replica: 0, colour: red}]\n")
+    with pytest.raises(ConfigError) as err:
+        load_scenario(bad)
+    assert "endpoints.0.max_replica" in str(err.value)
+    assert "endpoints.0.colour: unknown key" in str(err.value)
+    bad.write_text("endpoints: [{name: x, load: {kind: wobble}}]\n")
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.load"):
+        load_scenario(bad)

@@ -20,13 +20,24 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.emulator.load import Burst, Constant, Diurnal, LoadPattern, Piecewise
 from controller.emulator.platform import Platform, PlatformConfig, SimParams
+from controller.errors import ConfigError
 from controller.models import UserRef
 
-__all__ = ["EndpointSpec", "ScenarioSpec", "build_platform", "default_scenario"]
+__all__ = [
+    "EndpointSpec",
+    "ScenarioSpec",
+    "build_platform",
+    "default_scenario",
+    "load_scenario",
+]
 
 
 @dataclass(frozen=True)
@@ -204,3 +215,87 @@ def build_platform(
             ready=True,
         )
     return platform
+
+
+class _ScenarioEndpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    vendor: str = "aws"
+    region: str = "us-east-1"
+    accelerator: str = "gpu"
+    instance_type: str = "nvidia-l4"
+    instance_size: str = "x1"
+    min_replica: int = Field(1, ge=0)
+    max_replica: int = Field(1, ge=1)
+    scale_to_zero_timeout: int | None = Field(None, ge=1)
+    measure: dict[str, float | None] | None = None
+    tags: list[str] = Field(default_factory=list)
+    repository: str = "gpt2"
+    task: str = "text-generation"
+    load: dict[str, Any] | None = None
+    cold_start_s: float | None = Field(None, ge=0)
+    concurrency: int | None = Field(None, ge=1)
+    service_time_s: float | None = Field(None, gt=0)
+
+
+class _ScenarioFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = "demo-org"
+    endpoints: list[_ScenarioEndpoint] = Field(min_length=1)
+
+
+def load_scenario(path: str | Path, *, token: str = "emulator-token") -> ScenarioSpec:
+    """Read a scenario YAML file for `governor emulator --scenario`; errors name the field."""
+    from controller.emulator.load import pattern_from_json
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read scenario {p}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    try:
+        data = _ScenarioFile.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"invalid scenario {p}:"]
+        for e in exc.errors():
+            loc = ".".join(str(x) for x in e["loc"])
+            lines.append(
+                f"  {loc}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+            )
+        raise ConfigError("\n".join(lines)) from None
+    eps = []
+    for i, e in enumerate(data.endpoints):
+        if e.min_replica > e.max_replica:
+            raise ConfigError(f"{p}: endpoints[{i}]: min_replica must be <= max_replica")
+        try:
+            load = pattern_from_json(e.load) if e.load is not None else None
+        except ValueError as exc:
+            raise ConfigError(f"{p}: endpoints[{i}].load: {exc}") from None
+        body = _body(
+            e.name,
+            accelerator=e.accelerator,
+            instance_type=e.instance_type,
+            instance_size=e.instance_size,
+            min_replica=e.min_replica,
+            max_replica=e.max_replica,
+            repository=e.repository,
+            task=e.task,
+            tags=e.tags,
+            scale_to_zero_timeout=e.scale_to_zero_timeout,
+            measure=e.measure,
+        )
+        body["provider"] = {"vendor": e.vendor, "region": e.region}
+        sim = SimParams(
+            cold_start_s=e.cold_start_s, concurrency=e.concurrency, service_time_s=e.service_time_s
+        )
+        eps.append(EndpointSpec(name=e.name, body=body, load=load, sim=sim))
+    return ScenarioSpec(
+        namespace=data.namespace,
+        token=token,
+        user=UserRef(id="u-governor", name="governor-bot"),
+        endpoints=tuple(eps),
+    )
