@@ -29,10 +29,27 @@ class ActionResult(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """What happened. `endpoint` is the object returned by the last successful write (even when
+    a later call failed), so the loop knows which `updatedAt` is Governor's own."""
+
     result: ActionResult
     detail: str
     error: Literal["none", "spec", "internal"] = "none"
     endpoint: Endpoint | None = None
+
+
+def _describe(decision: Decision) -> str:
+    if decision.action is Action.PAUSE:
+        return "would pause"
+    if decision.action is Action.RESUME:
+        return "would resume"
+    parts = []
+    if decision.bounds is not None:
+        parts.append(f"minReplica={decision.bounds[0]} maxReplica={decision.bounds[1]}")
+    if decision.scale_to_zero_timeout is not None:
+        parts.append(f"scaleToZeroTimeout={decision.scale_to_zero_timeout}")
+    extra = " then scale-to-zero" if decision.action is Action.SCALE_TO_ZERO else ""
+    return f"would set {' '.join(parts)}{extra}"
 
 
 class Actuator:
@@ -42,22 +59,29 @@ class Actuator:
 
     async def apply(self, decision: Decision, observed: Endpoint) -> Outcome:
         """Make `observed` match `decision`, or explain why not. Never raises for API errors."""
-        if not decision.acts or decision.bounds is None:
+        if not decision.acts:
             return Outcome(ActionResult.NOOP, "nothing to do")
-        want_min, want_max = decision.bounds
         if self.dry_run:
-            extra = " then scale-to-zero" if decision.action is Action.SCALE_TO_ZERO else ""
-            return Outcome(
-                ActionResult.DRY_RUN,
-                f"would set minReplica={want_min} maxReplica={want_max}{extra}",
-            )
+            return Outcome(ActionResult.DRY_RUN, _describe(decision))
         ns, name = observed.namespace or "", observed.name
+        last: Endpoint | None = None
         try:
             fresh = await self.client.get_endpoint(ns, name)
-            if fresh.state is not EndpointState.RUNNING:
+            if fresh.state is not observed.state:
                 return Outcome(
-                    ActionResult.SKIPPED, f"endpoint is now {fresh.state.value}", endpoint=fresh
+                    ActionResult.SKIPPED,
+                    f"endpoint went {observed.state.value} -> {fresh.state.value} "
+                    "since observed; re-deciding next tick",
+                    endpoint=None,
                 )
+            if decision.action is Action.PAUSE:
+                last = await self.client.pause(ns, name)
+                return Outcome(ActionResult.APPLIED, "paused", endpoint=last)
+            if decision.action is Action.RESUME:
+                last = await self.client.resume(ns, name)
+                return Outcome(ActionResult.APPLIED, "resumed", endpoint=last)
+            if fresh.state is not EndpointState.RUNNING:
+                return Outcome(ActionResult.SKIPPED, f"endpoint is now {fresh.state.value}")
             seen = observed.compute.scaling
             now_ = fresh.compute.scaling
             if (seen.min_replica, seen.max_replica) != (now_.min_replica, now_.max_replica):
@@ -65,25 +89,30 @@ class Actuator:
                     ActionResult.SKIPPED,
                     f"replica bounds changed since observed ({seen.min_replica}..{seen.max_replica}"
                     f" -> {now_.min_replica}..{now_.max_replica}); re-deciding next tick",
-                    endpoint=fresh,
                 )
             changes: dict[str, int] = {}
-            if now_.min_replica != want_min:
-                changes["min_replica"] = want_min
-            if now_.max_replica != want_max:
-                changes["max_replica"] = want_max
-            result = fresh
+            if decision.bounds is not None:
+                want_min, want_max = decision.bounds
+                if now_.min_replica != want_min:
+                    changes["min_replica"] = want_min
+                if now_.max_replica != want_max:
+                    changes["max_replica"] = want_max
+            if (
+                decision.scale_to_zero_timeout is not None
+                and now_.scale_to_zero_timeout != decision.scale_to_zero_timeout
+            ):
+                changes["scale_to_zero_timeout"] = decision.scale_to_zero_timeout
             if changes:
-                result = await self.client.update_scaling(ns, name, **changes)
+                last = await self.client.update_scaling(ns, name, **changes)
             if decision.action is Action.SCALE_TO_ZERO:
-                result = await self.client.scale_to_zero(ns, name)
+                last = await self.client.scale_to_zero(ns, name)
             elif not changes:
-                return Outcome(ActionResult.NOOP, "already as desired", endpoint=fresh)
+                return Outcome(ActionResult.NOOP, "already as desired")
             done = ", ".join(f"{k}={v}" for k, v in changes.items()) or "bounds unchanged"
             if decision.action is Action.SCALE_TO_ZERO:
                 done += ", scaled to zero"
-            return Outcome(ActionResult.APPLIED, done, endpoint=result)
+            return Outcome(ActionResult.APPLIED, done, endpoint=last)
         except RejectedApiError as exc:
-            return Outcome(ActionResult.FAILED, str(exc), error="spec")
+            return Outcome(ActionResult.FAILED, str(exc), error="spec", endpoint=last)
         except ApiError as exc:
-            return Outcome(ActionResult.FAILED, str(exc), error="internal")
+            return Outcome(ActionResult.FAILED, str(exc), error="internal", endpoint=last)

@@ -1,4 +1,4 @@
-"""`governor` command line: run, plan, demo, emulator, check-config.
+"""`governor` command line: run, plan, cost, demo, emulator, check-config.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
 """
@@ -18,7 +18,8 @@ from controller import __version__
 from controller.client import EndpointsClient
 from controller.clock import WallClock
 from controller.errors import ConfigError
-from controller.exporter import Metrics, MetricsServer, create_app
+from controller.exporter import CostCollector, Metrics, MetricsServer, create_app
+from controller.ledger import CostTracker
 from controller.logs import configure_logging
 from controller.loop import Governor, TickReport
 from controller.settings import Settings, load_settings
@@ -96,6 +97,9 @@ async def _run(settings: Settings, *, once: bool) -> int:
     clock = WallClock()
     metrics = Metrics()
     store = StateStore(settings.state.path)
+    cost = CostTracker.open(settings) if settings.ledger.enabled else None
+    if cost is not None:
+        metrics.registry.register(CostCollector(lambda: cost.latest))
     log.info(
         "starting", version=__version__, dry_run=settings.loop.dry_run, config=settings.redacted()
     )
@@ -104,7 +108,16 @@ async def _run(settings: Settings, *, once: bool) -> int:
     server: MetricsServer | None = None
     try:
         async with make_client(settings, metrics=metrics) as client:
-            gov = Governor(settings, clock=clock, client=client, metrics=metrics, store=store)
+            if cost is not None and settings.pricing.refresh_from_api:
+                await cost.refresh_prices(client, settings.namespaces)
+            gov = Governor(
+                settings,
+                clock=clock,
+                client=client,
+                metrics=metrics,
+                store=store,
+                observers=[cost] if cost is not None else [],
+            )
             if once:
                 report = await gov.tick()
                 render_plan(report, out=sys.stdout)
@@ -128,6 +141,8 @@ async def _run(settings: Settings, *, once: bool) -> int:
         if server is not None:
             await server.stop()
         store.close()
+        if cost is not None:
+            cost.close()
 
 
 async def _plan(settings: Settings, *, out: TextIO) -> int:
@@ -141,6 +156,14 @@ async def _plan(settings: Settings, *, out: TextIO) -> int:
         report = await gov.tick()
     render_plan(report, out=out)
     return 0
+
+
+async def _cost(settings: Settings, *, out: TextIO) -> int:
+    from controller.costcli import run_cost
+
+    _require_token(settings)
+    async with make_client(settings) as client:
+        return await run_cost(settings, out=out, client=client, now=WallClock().now())
 
 
 def _check_config(path: str, out: TextIO) -> int:
@@ -210,6 +233,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
     e.add_argument("--seed", type=int, default=7)
     e.add_argument("--scenario", help="YAML file of endpoints and loads (default: the demo's)")
+    co = sub.add_parser(
+        "cost", help="spend per endpoint and group: rate, today, month, forecast, budget"
+    )
+    co.add_argument("-c", "--config", help="YAML config file")
     c = sub.add_parser("check-config", help="validate a config file and report every problem")
     c.add_argument("file")
     return p
@@ -246,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(fmt=settings.log.format, level=settings.log.level, secret=secret)
         if args.cmd == "plan":
             return asyncio.run(_plan(settings, out=sys.stdout))
+        if args.cmd == "cost":
+            return asyncio.run(_cost(settings, out=sys.stdout))
         return asyncio.run(_run(settings, once=args.once))
     except ConfigError as exc:
         print(f"governor: configuration error: {exc}", file=sys.stderr)

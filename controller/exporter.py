@@ -9,9 +9,9 @@ endpoint that stops being managed leaves no stale series behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -26,7 +26,10 @@ from starlette.routing import Route
 from controller import __version__
 from controller.clock import Clock
 
-__all__ = ["EndpointGauges", "Health", "Metrics", "MetricsServer", "create_app"]
+if TYPE_CHECKING:
+    from controller.ledger import CostReport
+
+__all__ = ["CostCollector", "EndpointGauges", "Health", "Metrics", "MetricsServer", "create_app"]
 
 
 @dataclass(slots=True)
@@ -91,6 +94,106 @@ class _EndpointCollector(Collector):
         yield reps
         yield age
         yield stale
+
+
+class CostCollector(Collector):
+    """Cost, budget and quota gauges from the cost tracker's latest report (see docs/cost.md).
+
+    Label sets are fixed per metric; a figure that is unknown (an instance without a price) is
+    left out rather than exported as zero. Register with `registry.register(CostCollector(f))`
+    where `f()` returns the latest `CostReport` or None before the first tick.
+    """
+
+    def __init__(self, source: Callable[[], CostReport | None]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ep_lbl = ["namespace", "endpoint"]
+        fams = {
+            "rate": GaugeMetricFamily(
+                "governor_cost_rate_usd_per_hour",
+                "Billed replicas x hourly rate, now.",
+                labels=ep_lbl,
+            ),
+            "today": GaugeMetricFamily(
+                "governor_spend_today_usd", "Recorded spend today (ledger).", labels=ep_lbl
+            ),
+            "month": GaugeMetricFamily(
+                "governor_spend_month_usd", "Recorded spend this month (ledger).", labels=ep_lbl
+            ),
+            "fday": GaugeMetricFamily(
+                "governor_forecast_day_usd", "Forecast spend at the end of today.", labels=ep_lbl
+            ),
+            "fmonth": GaugeMetricFamily(
+                "governor_forecast_month_usd",
+                "Forecast spend at the end of this month.",
+                labels=ep_lbl,
+            ),
+            "est": GaugeMetricFamily(
+                "governor_ledger_estimated_seconds",
+                "Seconds of this month's ledger that are estimates (Governor was not observing).",
+                labels=ep_lbl,
+            ),
+        }
+        b_lbl = ["scope", "period"]
+        budget = GaugeMetricFamily("governor_budget_usd", "Budget cap.", labels=b_lbl)
+        b_spend = GaugeMetricFamily(
+            "governor_budget_spend_usd", "Recorded spend in the budget's period.", labels=b_lbl
+        )
+        ratio = GaugeMetricFamily(
+            "governor_budget_use_ratio", "Forecast / cap for the period.", labels=b_lbl
+        )
+        level = GaugeMetricFamily(
+            "governor_budget_level",
+            "Budget ladder step: 0 ok, 1 alert, 2 degrade, 3 hard cap.",
+            labels=b_lbl,
+        )
+        q_lbl = ["namespace", "vendor", "accelerator"]
+        q_used = GaugeMetricFamily(
+            "governor_quota_used_accelerators", "Accelerators held (platform rules).", labels=q_lbl
+        )
+        q_lim = GaugeMetricFamily(
+            "governor_quota_limit_accelerators", "Configured quota limit.", labels=q_lbl
+        )
+        unknown = GaugeMetricFamily(
+            "governor_cost_unknown_instances", "Instances seen that have no known price."
+        )
+        pricing = GaugeMetricFamily(
+            "governor_pricing_table_info",
+            "Version of the pricing table in use.",
+            labels=["version"],
+        )
+        rep = self.source()
+        if rep is not None:
+            for e in rep.endpoints:
+                lbl = [e.namespace, e.name]
+                for k, v in (
+                    ("rate", e.rate_usd_per_hour),
+                    ("today", e.today_usd),
+                    ("month", e.month_usd),
+                    ("fday", e.forecast_day_usd),
+                    ("fmonth", e.forecast_month_usd),
+                    ("est", e.estimated_s),
+                ):
+                    if v is not None:
+                        fams[k].add_metric(lbl, v)
+            for b in rep.budgets:
+                lbl = [b.scope, b.period]
+                budget.add_metric(lbl, b.cap_usd)
+                level.add_metric(lbl, int(b.level))
+                if b.spend_usd is not None:
+                    b_spend.add_metric(lbl, b.spend_usd)
+                if b.use_ratio is not None:
+                    ratio.add_metric(lbl, b.use_ratio)
+            for q in rep.quota:
+                lbl = [q.namespace, q.vendor, q.accelerator]
+                q_used.add_metric(lbl, q.used)
+                if q.limit is not None:
+                    q_lim.add_metric(lbl, q.limit)
+            unknown.add_metric([], rep.unknown_instances)
+            pricing.add_metric([rep.pricing_version], 1)
+        yield from fams.values()
+        yield from (budget, b_spend, ratio, level, q_used, q_lim, unknown, pricing)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import structlog
 from controller.actuator import ActionResult, Actuator, Outcome
 from controller.client import EndpointsClient
 from controller.clock import Clock
-from controller.decide import Decision, EndpointMemory, decide
+from controller.decide import Action, Decision, EndpointMemory, decide, defer
 from controller.errors import ApiError, AuthError, FeedError
 from controller.exporter import EndpointGauges, Health, Metrics
 from controller.models import Endpoint
@@ -90,6 +90,11 @@ class Governor:
         self.health = Health(tick_interval_s=settings.loop.tick_interval_s)
         self.last: dict[str, Decision] = {}
         self._policy_cache: dict[str, list[Policy]] = {}
+        # Who Governor acts as, learnt from its own writes' `updatedBy`.
+        self.identity: str | None = None
+        per_min = settings.loop.max_actions_per_min
+        self._bucket = float(per_min)
+        self._bucket_at: float | None = None
         self.metrics.dry_run.set(1 if settings.loop.dry_run else 0)
 
     def _policies(self, es: EndpointSettings) -> list[Policy]:
@@ -176,15 +181,19 @@ class Governor:
                 feed_error=report.feed_errors.get(key),
                 max_age_s=s.scrape.max_age_s,
                 mode=s.loop.actuation,
+                identity=self.identity,
             )
             outcome: Outcome | None = None
+            if decision.acts and not self._take_token(now):
+                decision = defer(
+                    decision, f"global limit of {s.loop.max_actions_per_min} actions/min reached"
+                )
             if decision.acts:
                 outcome = await self.actuator.apply(decision, ep)
                 self.metrics.actions.labels(
                     decision.action.value, outcome.result.value, outcome.error
                 ).inc()
-                if outcome.result is ActionResult.APPLIED:
-                    mem = replace(mem, last_action_at=now)
+                mem = self._after_action(mem, decision, outcome, now)
             self.memory[key] = mem
             self.metrics.decisions.labels(
                 decision.policy or "none", decision.action.value, decision.reason.value
@@ -207,6 +216,34 @@ class Governor:
             if now - self.memory[gone].first_seen > 86400 and gone not in gauges:
                 self.memory.pop(gone, None)
         return entries
+
+    def _take_token(self, now: float) -> bool:
+        """Global token bucket: `max_actions_per_min` actions, refilled continuously."""
+        cap = float(self.settings.loop.max_actions_per_min)
+        if self._bucket_at is not None:
+            self._bucket = min(cap, self._bucket + (now - self._bucket_at) * cap / 60.0)
+        self._bucket_at = now
+        if self._bucket < 1.0:
+            return False
+        self._bucket -= 1.0
+        return True
+
+    def _after_action(
+        self, mem: EndpointMemory, d: Decision, outcome: Outcome, now: float
+    ) -> EndpointMemory:
+        if outcome.endpoint is not None:
+            # Governor's own write: its updatedAt is not a person's change.
+            st = outcome.endpoint.status
+            mem = replace(mem, last_known_update=st.updated_at.timestamp())
+            if st.updated_by is not None:
+                self.identity = st.updated_by.name
+        if outcome.result is ActionResult.APPLIED:
+            mem = replace(mem, last_action_at=now)
+            if d.action is Action.PAUSE:
+                mem = replace(mem, paused_by_governor=d.pause_reason or d.policy or "governor")
+            elif d.action is Action.RESUME:
+                mem = replace(mem, paused_by_governor=None)
+        return mem
 
     def _log_decision(self, d: Decision, outcome: Outcome | None) -> None:
         prev = self.last.get(d.key)

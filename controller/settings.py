@@ -31,15 +31,23 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from controller.errors import ConfigError
+from controller.pricing import load_pricing
 from controller.scrape import FeedMapping
 
 __all__ = [
     "ApiSettings",
+    "Budget",
+    "BudgetThresholds",
     "DefaultsSettings",
     "EndpointRule",
     "EndpointSettings",
+    "LedgerSettings",
     "LoopSettings",
     "ManageSettings",
+    "PriceOverride",
+    "PricingSettings",
+    "QuotaLimit",
+    "QuotaSettings",
     "Settings",
     "format_validation_error",
     "load_settings",
@@ -89,6 +97,9 @@ class ManageSettings(_Strict):
 class LoopSettings(_Strict):
     tick_interval_s: float = Field(15.0, gt=0, le=3600, description="Time between ticks.")
     dry_run: bool = Field(False, description="Decide and log, but change nothing.")
+    max_actions_per_min: int = Field(
+        60, ge=1, le=100_000, description="Global cap on actions across all endpoints."
+    )
     actuation: Literal["pin", "floor"] = Field(
         "pin",
         description="pin: set min=max=desired (Governor decides alone); floor: set min=desired and "
@@ -151,6 +162,18 @@ class EndpointSettings(_Strict):
         default_factory=lambda: {"pending_requests": {}},
         description="Policy name -> parameters (validated by the policy's Params model).",
     )
+    priority: int = Field(0, ge=-1000, le=1000, description="Higher wins quota arbitration.")
+    max_step_up: int | None = Field(None, ge=1, description="Most replicas added per action.")
+    max_step_down: int | None = Field(None, ge=1, description="Most replicas removed per action.")
+    min_action_interval_s: float = Field(
+        0.0, ge=0, le=86400, description="No scaling action sooner than this after the last one."
+    )
+    human_backoff_s: float = Field(
+        1800.0,
+        ge=0,
+        le=7 * 86400,
+        description="Hands off an endpoint for this long after someone else changed it.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> EndpointSettings:
@@ -161,6 +184,112 @@ class EndpointSettings(_Strict):
 
 class DefaultsSettings(EndpointSettings):
     pass
+
+
+class PriceOverride(_Strict):
+    """A negotiated rate or an instance missing from the shipped table."""
+
+    vendor: str = Field(min_length=1)
+    instance_type: str = Field(min_length=1)
+    instance_size: str = Field(min_length=1)
+    usd_per_hour: float = Field(ge=0, le=10000, description="USD per replica-hour.")
+    accelerators: int | None = Field(
+        None, ge=0, le=64, description="Accelerators per replica; required for a new instance."
+    )
+    accelerator: Literal["cpu", "gpu", "neuron"] | None = Field(
+        None, description="Accelerator kind; inferred from the table or from `accelerators`."
+    )
+
+
+class PricingSettings(_Strict):
+    overrides: list[PriceOverride] = Field(default_factory=list)
+    refresh_from_api: bool = Field(
+        False, description="At start, compare the table with GET /provider/{ns} and log changes."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> PricingSettings:
+        seen: set[tuple[str, str, str]] = set()
+        for i, o in enumerate(self.overrides):
+            k = (o.vendor, o.instance_type, o.instance_size)
+            if k in seen:
+                raise ValueError(f"overrides[{i}]: duplicate override for {'/'.join(k)}")
+            seen.add(k)
+            if o.accelerators is None and k not in load_pricing():
+                raise ValueError(
+                    f"overrides[{i}].accelerators: required for {'/'.join(k)}, which is not in "
+                    "the pricing table"
+                )
+        return self
+
+
+class LedgerSettings(_Strict):
+    enabled: bool = Field(True, description="Record spend per endpoint every tick.")
+    path: Path | None = Field(None, description="SQLite file; default: the state.path file.")
+    pending_s: float = Field(
+        10.0, ge=0, le=3600, description="Time a resumed endpoint stays pending before billing."
+    )
+    gap_ticks: float = Field(
+        2.0, ge=1, le=1000, description="A pause longer than this many ticks is an estimated gap."
+    )
+    timezone: str = Field("UTC", description="IANA zone for day and month boundaries.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class QuotaLimit(_Strict):
+    namespace: str = Field(min_length=1)
+    vendor: str = Field(min_length=1)
+    accelerator: Literal["gpu", "neuron"]
+    max_accelerators: int = Field(ge=0, le=100000)
+
+
+class QuotaSettings(_Strict):
+    limits: list[QuotaLimit] = Field(default_factory=list)
+
+
+class BudgetThresholds(_Strict):
+    """Fractions of the cap: `alert` and `degrade` compare the forecast, `hard` the spend."""
+
+    alert: float = Field(0.8, gt=0, le=10)
+    degrade: float = Field(0.95, gt=0, le=10)
+    hard: float = Field(1.0, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _order(self) -> BudgetThresholds:
+        if not self.alert <= self.degrade <= self.hard:
+            raise ValueError(
+                f"must satisfy alert <= degrade <= hard (got {self.alert}, {self.degrade}, "
+                f"{self.hard})"
+            )
+        return self
+
+
+class Budget(_Strict):
+    scope: Literal["endpoint", "tag", "namespace"]
+    match: str = Field(min_length=1, description="ns/name, a tag, or a namespace.")
+    period: Literal["month", "day"] = "month"
+    usd: float = Field(gt=0, description="The cap for one period.")
+    thresholds: BudgetThresholds = Field(default_factory=BudgetThresholds)
+
+    @property
+    def label(self) -> str:
+        return f"{self.scope}:{self.match}"
+
+    @model_validator(mode="after")
+    def _endpoint_match(self) -> Budget:
+        if self.scope == "endpoint" and "/" not in self.match:
+            raise ValueError(f"match: an endpoint budget needs ns/name (got {self.match!r})")
+        return self
 
 
 class RuleMatch(_Strict):
@@ -178,6 +307,11 @@ class EndpointRule(_Strict):
     scale_up_stabilization_s: float | None = Field(None, ge=0, le=3600)
     scale_down_stabilization_s: float | None = Field(None, ge=0, le=86400)
     policies: dict[str, dict[str, Any]] | None = None
+    priority: int | None = Field(None, ge=-1000, le=1000)
+    max_step_up: int | None = Field(None, ge=1)
+    max_step_down: int | None = Field(None, ge=1)
+    min_action_interval_s: float | None = Field(None, ge=0, le=86400)
+    human_backoff_s: float | None = Field(None, ge=0, le=7 * 86400)
 
 
 def _matches(
@@ -218,6 +352,10 @@ class Settings(BaseSettings):
     token: SecretStr | None = Field(
         None, exclude=True, description="Filled from HF_TOKEN/token_file."
     )
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    budgets: list[Budget] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

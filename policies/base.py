@@ -1,8 +1,17 @@
 """The policy protocol: an immutable endpoint view and a clock time in, one explained proposal out.
 
 Policies do no I/O and read no clock; `now` is passed in and metric windows are already in memory.
-A proposal is either *demand* (a replica count) or a *constraint* (bounds or a state); the combiner
-in `controller.decide` turns all of them into one decision.
+A proposal is either *demand* (a replica count) or a *constraint* (bounds, a scale-to-zero timeout
+or a state); the combiner in `controller.decide` turns all of them into one decision.
+
+Context beyond the endpoint itself (how long it has been in its state, whether Governor paused it,
+GPU quota and the other endpoints competing for it, spend) is filled in by the loop. Every such
+field has a default meaning "unknown", and a policy that needs it says so (`no_data`) rather than
+guess.
+
+One rule binds every policy: **never resume a pause made by a person.** A proposal with
+`state="running"` for a paused endpoint is only allowed when `view.paused_by_governor` is set;
+`may_resume(view)` is the check.
 """
 
 from __future__ import annotations
@@ -10,14 +19,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from controller.models import Endpoint
+from controller.models import Endpoint, EndpointState
 from controller.windows import EndpointWindow
 
-__all__ = ["EndpointView", "Policy", "Proposal", "ProposalKind"]
+__all__ = [
+    "EndpointView",
+    "FleetMember",
+    "Policy",
+    "Proposal",
+    "ProposalKind",
+    "QuotaView",
+    "SpendView",
+    "State",
+    "may_resume",
+    "pause_record",
+]
+
+State = Literal["paused", "running"]
 
 
 class ProposalKind(StrEnum):
@@ -27,12 +49,80 @@ class ProposalKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaView:
+    """The accelerator quota group this endpoint draws from (namespace, vendor, accelerator kind).
+
+    `used_accelerators` counts every endpoint of the group the way the platform does (replicas of
+    running/initializing endpoints, `maxReplica` of scaled-to-zero ones, nothing for paused ones);
+    `held_accelerators` is this endpoint's part of it. `limit_accelerators` is None when unknown.
+    """
+
+    namespace: str
+    vendor: str
+    accelerator: str
+    used_accelerators: int
+    limit_accelerators: int | None
+    accelerators_per_replica: int = 1
+    held_accelerators: int = 0
+
+    @property
+    def free_accelerators(self) -> int | None:
+        """Accelerators still free in the group (None when the limit is unknown)."""
+        if self.limit_accelerators is None:
+            return None
+        return max(0, self.limit_accelerators - self.used_accelerators)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetMember:
+    """One managed endpoint of a quota group, as arbitration needs to see it.
+
+    `short_accelerators` is how many more accelerators it needs than the quota leaves it (its
+    scale-up or resume is blocked; 0 when not blocked). `idle_since` is since when it has served
+    nothing (None while it serves or when unknown): the loop takes it from the member's
+    `pause_to_free_quota` memory (`idle_since`), or from `state_since` for a scaled-to-zero member.
+    `reclaimable` says it opted in to being paused for others (it runs `pause_to_free_quota` with
+    `arbitration: true`).
+    """
+
+    key: str
+    priority: int
+    state: str
+    held_accelerators: int
+    short_accelerators: int = 0
+    idle_since: float | None = None
+    reclaimable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SpendView:
+    """Money so far and forecast for the endpoint's budget scope (filled by the cost ledger).
+
+    Provisional: the budget policy (cost issue) owns its final shape.
+    """
+
+    month_to_date_usd: float
+    forecast_month_usd: float | None = None
+    budget_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointView:
     """What a policy may know about one endpoint at one tick.
 
     `window` holds the scraped samples (read it with `now`); `current` is the replica count the
     platform is moving to (`status.targetReplica`), `ready` the replicas serving now.
     `memory` is this policy's own state from the previous tick (empty at first).
+
+    Context (the defaults mean "unknown"):
+    - `state_since`: when the endpoint entered its current state (epoch seconds).
+    - `paused_by_governor`: Governor's recorded reason (`pause_record()`, "policy:reason") if
+      Governor paused it; None if a person paused it or it is not paused.
+    - `priority`: this endpoint's arbitration priority (configured; higher keeps its quota).
+    - `quota`: its accelerator quota group.
+    - `fleet`: the managed endpoints of that group, *this one included*, so that every endpoint
+      sees the same picture and they agree on who yields.
+    - `spend`: for the budget policy.
     """
 
     key: str
@@ -43,6 +133,12 @@ class EndpointView:
     floor: int
     ceiling: int
     memory: Mapping[str, Any] = field(default_factory=dict)
+    state_since: float | None = None
+    paused_by_governor: str | None = None
+    priority: int = 0
+    quota: QuotaView | None = None
+    fleet: tuple[FleetMember, ...] = ()
+    spend: SpendView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +148,10 @@ class Proposal:
     `reason` is a short snake_case code from the policy's fixed vocabulary (it becomes a metric
     label value); `message` is for humans. `valid=False` means the policy needed data it did not
     have: the combiner then refuses to scale down on the remaining signals.
+
+    A constraint may set `floor`, `ceiling`, `scale_to_zero_timeout_min` and `state`; a field left
+    None has no opinion. `priority` orders conflicting constraints of different policies (higher
+    wins; None leaves it to the combiner's documented default order).
     """
 
     policy: str
@@ -63,6 +163,19 @@ class Proposal:
     ceiling: int | None = None
     valid: bool = True
     memory: Mapping[str, Any] | None = None
+    state: State | None = None
+    scale_to_zero_timeout_min: int | None = None
+    priority: int | None = None
+
+
+def pause_record(proposal: Proposal) -> str:
+    """What the loop records as `paused_by_governor` when `proposal` pauses an endpoint."""
+    return f"{proposal.policy}:{proposal.reason}"
+
+
+def may_resume(view: EndpointView) -> bool:
+    """Whether a policy may propose `running`: the endpoint is not paused, or Governor paused it."""
+    return view.endpoint.state is not EndpointState.PAUSED or view.paused_by_governor is not None
 
 
 @runtime_checkable

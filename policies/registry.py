@@ -25,6 +25,9 @@ __all__ = ["build_policy", "get_policy_class", "policy_names", "validate_policy_
 GROUP = "governor.policies"
 _BUILTINS = {
     "pending_requests": "policies.pending_requests:PendingRequestsPolicy",
+    "hardware_utilisation": "policies.hardware_utilisation:HardwareUtilisationPolicy",
+    "schedule": "policies.schedule:SchedulePolicy",
+    "pause_to_free_quota": "policies.pause_to_free_quota:PauseToFreeQuotaPolicy",
 }
 
 

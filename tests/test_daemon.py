@@ -97,7 +97,15 @@ async def test_run_serves_probes_and_metrics_and_stops_on_sigterm(tmp_path):
     assert 'governor_ticks_total{result="ok"}' in body
     assert 'governor_decisions_total{action="scale_up",policy="pending_requests"' in body
     assert 'governor_endpoint_replicas{endpoint="chat",kind="desired",namespace="acme"}' in body
-    assert 'endpoint="other"' not in body
+    # the unmanaged endpoint gets no control gauges (its cost is reported: governor_spend_*)
+    assert not [
+        ln
+        for ln in body.splitlines()
+        if 'endpoint="other"' in ln
+        and "_usd" not in ln
+        and "governor_cost_rate" not in ln
+        and "governor_ledger" not in ln
+    ]
     logs = err.decode()
     assert '"event": "stopped"' in logs
     assert TOKEN not in logs + out.decode() + body

@@ -13,7 +13,9 @@ from controller.settings import EndpointSettings
 from policies.pending_requests import PendingRequestsParams, PendingRequestsPolicy
 from tests.helpers import T0, endpoint, window
 
-POLICY = PendingRequestsPolicy(PendingRequestsParams(target_per_replica=2.0, window_s=60))
+POLICY = PendingRequestsPolicy(
+    PendingRequestsParams(target_per_replica=2.0, window_s=60, panic_threshold=100)
+)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ def test_decision_table(sc, action, reason, desired):
 @pytest.mark.parametrize(
     ("sc", "reason"),
     [
-        pytest.param(Scenario(state="paused"), Reason.NOT_ACTIONABLE, id="paused"),
+        pytest.param(Scenario(state="paused"), Reason.HUMAN_PAUSE, id="paused-by-person"),
         pytest.param(Scenario(state="scaledToZero"), Reason.NOT_ACTIONABLE, id="scaled-to-zero"),
         pytest.param(Scenario(state="initializing"), Reason.NOT_ACTIONABLE, id="initializing"),
         pytest.param(
