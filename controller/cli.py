@@ -116,7 +116,7 @@ async def _run(settings: Settings, *, once: bool) -> int:
                 client=client,
                 metrics=metrics,
                 store=store,
-                observers=[cost] if cost is not None else [],
+                cost=cost,
             )
             if once:
                 report = await gov.tick()

@@ -19,10 +19,13 @@ import structlog
 from controller.actuator import ActionResult, Actuator, Outcome
 from controller.client import EndpointsClient
 from controller.clock import Clock
+from controller.context import EndpointContext, build_contexts
+from controller.cost import PriceBook
 from controller.decide import Action, Decision, EndpointMemory, decide, defer
 from controller.errors import ApiError, AuthError, FeedError
 from controller.exporter import EndpointGauges, Health, Metrics
-from controller.models import Endpoint
+from controller.ledger import CostTracker
+from controller.models import Endpoint, EndpointState
 from controller.scrape import FeedSample, Scraper
 from controller.settings import EndpointSettings, Settings
 from controller.store import StateStore
@@ -31,6 +34,8 @@ from policies.base import Policy
 from policies.registry import build_policy
 
 __all__ = ["Governor", "TickEntry", "TickObserver", "TickReport"]
+
+_SCRAPED = frozenset({EndpointState.RUNNING, EndpointState.INITIALIZING, EndpointState.UPDATING})
 
 log = structlog.get_logger("governor.loop")
 
@@ -73,6 +78,7 @@ class Governor:
         store: StateStore | None = None,
         on_tick: Callable[[TickReport], None] | None = None,
         observers: Sequence[TickObserver] = (),
+        cost: CostTracker | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -81,6 +87,11 @@ class Governor:
         self.store = store
         self.on_tick = on_tick
         self.observers = list(observers)
+        # The cost tracker records the ledger (as an observer) and feeds budgets and quota.
+        self.cost = cost
+        if cost is not None and cost not in self.observers:
+            self.observers.append(cost)
+        self._book = PriceBook(settings.pricing.overrides)
         self.scraper = Scraper(
             client, settings.scrape.mapping, concurrency=settings.scrape.concurrency, clock=clock
         )
@@ -135,7 +146,9 @@ class Governor:
                     managed.append(ep)
                 else:
                     report.unmanaged.append(ep.key)
-            results = await self.scraper.scrape([(ep.namespace or "", ep.name) for ep in managed])
+            # Paused and scaled-to-zero endpoints have no replicas to report: do not scrape them.
+            live = [ep for ep in managed if ep.state in _SCRAPED]
+            results = await self.scraper.scrape([(ep.namespace or "", ep.name) for ep in live])
             for key, res in results.items():
                 if isinstance(res, FeedSample):
                     self.windows.add(key, res)
@@ -143,7 +156,7 @@ class Governor:
                     report.feed_errors[key] = f"{res.reason}: {res}"
                     self.metrics.scrape_errors.labels(res.reason).inc()
             self.windows.forget_except({ep.key for ep in managed})
-            report.entries = await self._decide_and_act(managed, report, now)
+            report.entries = await self._decide_and_act(managed, endpoints, report, now)
             if self.store is not None:
                 self.store.save_memory(self.memory, now=now)
         except Exception:
@@ -162,14 +175,31 @@ class Governor:
         return report
 
     async def _decide_and_act(
-        self, managed: Sequence[Endpoint], report: TickReport, now: float
+        self,
+        managed: Sequence[Endpoint],
+        listed: Sequence[Endpoint],
+        report: TickReport,
+        now: float,
     ) -> list[TickEntry]:
         s = self.settings
         entries: list[TickEntry] = []
         gauges: dict[str, EndpointGauges] = {}
+        ess = {ep.key: s.endpoint_settings(ep.namespace or "", ep.name, ep.tags) for ep in managed}
+        book = self.cost.ledger.prices if self.cost is not None else self._book
+        contexts = build_contexts(
+            managed,
+            listed,
+            settings=s,
+            endpoint_settings=ess,
+            book=book,
+            memory=self.memory,
+            last=self.last,
+            report=self.cost.latest if self.cost is not None else None,
+        )
         for ep in managed:
             key = ep.key
-            es = s.endpoint_settings(ep.namespace or "", ep.name, ep.tags)
+            es = ess[key]
+            ctx = contexts.get(key, EndpointContext())
             window = self.windows.get(key)
             decision, mem = decide(
                 ep,
@@ -182,6 +212,9 @@ class Governor:
                 max_age_s=s.scrape.max_age_s,
                 mode=s.loop.actuation,
                 identity=self.identity,
+                quota=ctx.quota,
+                fleet=ctx.fleet,
+                spend=ctx.spend,
             )
             outcome: Outcome | None = None
             if decision.acts and not self._take_token(now):

@@ -96,14 +96,18 @@ class FleetMember:
 
 @dataclass(frozen=True, slots=True)
 class SpendView:
-    """Money so far and forecast for the endpoint's budget scope (filled by the cost ledger).
+    """The most pressing budget covering this endpoint, as the cost ledger sees it.
 
-    Provisional: the budget policy (cost issue) owns its final shape.
+    `level` is `controller.cost.BudgetLevel` as an int (0 ok, 1 alert, 2 degrade, 3 hard);
+    money is None when unknown (an unpriced instance).
     """
 
-    month_to_date_usd: float
-    forecast_month_usd: float | None = None
-    budget_usd: float | None = None
+    scope: str
+    period: str
+    level: int
+    cap_usd: float
+    spend_usd: float | None = None
+    forecast_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

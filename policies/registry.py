@@ -28,6 +28,7 @@ _BUILTINS = {
     "hardware_utilisation": "policies.hardware_utilisation:HardwareUtilisationPolicy",
     "schedule": "policies.schedule:SchedulePolicy",
     "pause_to_free_quota": "policies.pause_to_free_quota:PauseToFreeQuotaPolicy",
+    "budget": "policies.budget:BudgetPolicy",
 }
 
 
