@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +22,7 @@ from controller.clock import ScaledClock
 from controller.emulator.scenario import ScenarioSpec, build_platform, default_scenario
 from controller.emulator.server import EmulatorServer
 from controller.exporter import Metrics
+from controller.ledger import CostTracker
 from controller.loop import Governor, TickReport
 from controller.settings import Settings, load_settings
 from controller.store import StateStore
@@ -49,15 +51,63 @@ def demo_settings(
         },
         "endpoints": [
             {
+                # Demand from two signals; the higher wins.
                 "match": {"names": ["chat-llm"]},
                 "ceiling": 6,
-                "policies": {"pending_requests": {"target_per_replica": 3.0}},
+                "policies": {
+                    "pending_requests": {"target_per_replica": 3.0},
+                    "hardware_utilisation": {"target_util_percent": 85, "window_s": 120},
+                },
             },
-            {"match": {"tags": ["batch"]}, "floor": 0, "ceiling": 3},
+            {
+                # Business hours: at least 2 replicas from 08:00 UTC, pre-warmed 5 min early.
+                "match": {"names": ["embeddings"]},
+                "policies": {
+                    "schedule": {
+                        "timezone": "UTC",
+                        "prewarm_s": 300,
+                        "windows": [
+                            {
+                                "name": "business-hours",
+                                "days": DAYS,
+                                "start": "08:00",
+                                "end": "18:00",
+                                "floor": 2,
+                            }
+                        ],
+                    }
+                },
+            },
+            {
+                # Bursty batch work: zero when idle, a daily budget, quota given back when idle.
+                "match": {"tags": ["batch"]},
+                "floor": 0,
+                "ceiling": 3,
+                "policies": {
+                    "budget": {"degrade_ceiling": 1},
+                    "pause_to_free_quota": {"idle_reclaim": True, "idle_pause_after_s": 1500},
+                },
+            },
         ],
+        "budgets": [
+            {
+                "scope": "tag",
+                "match": "batch",
+                "period": "day",
+                "usd": 0.45,
+                "thresholds": {"alert": 0.5, "degrade": 0.8, "hard": 1.0},
+            }
+        ],
+        "ledger": {"path": str(state_path.with_name("ledger.sqlite"))},
     }
     settings = load_settings(None, overrides=overrides, env={"HF_TOKEN": spec.token})
     return settings
+
+
+DAYS = ["mon", "tue", "wed", "thu", "fri"]
+# The demo's virtual clock starts on a fixed Monday 07:30 UTC, so the schedule and the daily
+# budget behave the same on every run.
+DEMO_START = datetime(2026, 11, 23, 7, 30, tzinfo=UTC).timestamp()
 
 
 def _fmt_t(t: float, t0: float) -> str:
@@ -75,7 +125,7 @@ async def run_demo(
     status_every_s: float = 600.0,
 ) -> int:
     spec = default_scenario()
-    clock = ScaledClock(speed=speed)
+    clock = ScaledClock(speed=speed, origin=DEMO_START)
     t0 = clock.now()
     platform = build_platform(spec, start=t0, seed=seed)
     actions: Counter[str] = Counter()
@@ -111,6 +161,7 @@ async def run_demo(
 
             metrics = Metrics()
             store = StateStore(settings.state.path)
+            cost = CostTracker.open(settings)
             async with make_client(settings, metrics=metrics, sleep=clock.sleep) as client:
                 gov = Governor(
                     settings,
@@ -119,6 +170,7 @@ async def run_demo(
                     metrics=metrics,
                     store=store,
                     on_tick=on_tick,
+                    cost=cost,
                 )
                 stop = asyncio.Event()
                 task = asyncio.create_task(gov.run(stop))
@@ -134,10 +186,15 @@ async def run_demo(
                     stop.set()
                     await task
                     store.close()
+                    ledger_usd = {
+                        e.name: cost.ledger.total_usd(f"{spec.namespace}/{e.name}")
+                        for e in spec.endpoints
+                    }
+                    cost.close()
             platform.advance_to(clock.now())
             async with httpx.AsyncClient() as admin:
                 calls = (await admin.get(f"{srv.admin_url}/calls")).json()
-            _summary(platform.snapshot(), spec, calls, actions, out, minutes)
+            _summary(platform.snapshot(), spec, calls, actions, out, minutes, ledger_usd)
     return 0
 
 
@@ -159,6 +216,7 @@ def _summary(
     actions: Counter[str],
     out: TextIO,
     minutes: float,
+    ledger_usd: dict[str, float | None],
 ) -> None:
     items = calls.get("calls", calls) if isinstance(calls, dict) else calls
     writes: Counter[str] = Counter()
@@ -169,19 +227,28 @@ def _summary(
     out.write(f"\nSummary after {minutes:g} virtual minutes:\n")
     out.write(
         f"  {'endpoint':<22}{'managed':<9}{'actions':>8}{'API writes':>12}"
-        f"{'replica-min':>13}{'billed $':>10}\n"
+        f"{'replica-min':>13}{'billed $':>10}{'ledger $':>10}\n"
     )
     total = 0.0
+    ledger_total = 0.0
     for e in spec.endpoints:
         s = snap["endpoints"][f"{spec.namespace}/{e.name}"]
         total += s["billed_usd"]
+        led = ledger_usd.get(e.name)
+        ledger_total += led or 0.0
+        shown = f"{led:>10.2f}" if led is not None else f"{'unknown':>10}"
         out.write(
             f"  {e.name:<22}{'yes' if e.managed else 'no':<9}{actions[e.name]:>8}"
-            f"{writes[e.name]:>12}{s['replica_seconds'] / 60:>13.1f}{s['billed_usd']:>10.2f}\n"
+            f"{writes[e.name]:>12}{s['replica_seconds'] / 60:>13.1f}{s['billed_usd']:>10.2f}"
+            f"{shown}\n"
         )
     out.write(
         f"  {'total':<22}{'':<9}{sum(actions.values()):>8}{sum(writes.values()):>12}"
-        f"{'':>13}{total:>10.2f}\n"
+        f"{'':>13}{total:>10.2f}{ledger_total:>10.2f}\n"
+    )
+    out.write(
+        "  billed $: the emulated platform's bill; ledger $: what Governor recorded "
+        "(to its last tick).\n"
     )
     unmanaged = [e.name for e in spec.endpoints if not e.managed]
     touched = [n for n in unmanaged if writes[n]]
