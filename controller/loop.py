@@ -27,6 +27,7 @@ from controller.exporter import EndpointGauges, Health, Metrics
 from controller.ledger import CostTracker
 from controller.models import Endpoint, EndpointState
 from controller.scrape import FeedSample, Scraper
+from controller.sdnotify import Notifier
 from controller.settings import EndpointSettings, Settings
 from controller.store import StateStore
 from controller.windows import WindowStore
@@ -156,7 +157,9 @@ class Governor:
                     report.feed_errors[key] = f"{res.reason}: {res}"
                     self.metrics.scrape_errors.labels(res.reason).inc()
             self.windows.forget_except({ep.key for ep in managed})
-            report.entries = await self._decide_and_act(managed, endpoints, report, now)
+            # Decision time is read once, after collection, so this tick's samples count.
+            decided_at = self.clock.now()
+            report.entries = await self._decide_and_act(managed, endpoints, report, decided_at)
             if self.store is not None:
                 self.store.save_memory(self.memory, now=now)
         except Exception:
@@ -302,20 +305,44 @@ class Governor:
         else:
             log.debug("decision", **fields)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Tick until `stop` is set. A failing tick is logged and the loop goes on."""
+    async def run(self, stop: asyncio.Event, notifier: Notifier | None = None) -> None:
+        """Tick until `stop` is set. A failing tick is logged and the loop goes on.
+
+        With a systemd `notifier`: READY=1 after the first tick, WATCHDOG=1 after every tick that
+        returned (and while sleeping between ticks, which only a live event loop can do), so a
+        tick that hangs starves the watchdog; STOPPING=1 on the way out.
+        """
         interval = self.settings.loop.tick_interval_s
         self.health.started_at = self.clock.now()
+        keepalive = notifier.watchdog_s / 3 if notifier and notifier.watchdog_s else None
+        ready_sent = False
         while not stop.is_set():
             t0 = self.clock.now()
             with contextlib.suppress(Exception):
                 await self.tick()
+            if notifier is not None:
+                status = f"ticks ok: {self.health.ticks}"
+                if not ready_sent:
+                    notifier.ready(status)
+                    ready_sent = True
+                notifier.watchdog(status)
             delay = max(0.0, interval - (self.clock.now() - t0))
             sleeper = asyncio.ensure_future(self.clock.sleep(delay))
             stopper = asyncio.ensure_future(stop.wait())
             try:
-                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                while not (sleeper.done() or stopper.done()):
+                    await asyncio.wait(
+                        {sleeper, stopper}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if (
+                        notifier is not None
+                        and keepalive
+                        and not (sleeper.done() or stopper.done())
+                    ):
+                        notifier.watchdog()
             finally:
                 for t in (sleeper, stopper):
                     t.cancel()
         self.health.stopping = True
+        if notifier is not None:
+            notifier.stopping()

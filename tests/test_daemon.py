@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import httpx
 import yaml
@@ -52,6 +53,10 @@ def write_config(tmp_path, base_url: str, port: int) -> str:
     p = tmp_path / "governor.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return str(p)
+
+
+def read_yaml(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text())
 
 
 async def spawn(*args: str) -> asyncio.subprocess.Process:
@@ -149,3 +154,47 @@ async def test_run_without_token_exits_2(tmp_path):
     assert proc.returncode == 2
     assert "HF_TOKEN" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+async def test_plan_with_every_policy_names_the_winner(tmp_path):
+    """A config mixing all built-in policies plans cleanly and names the winning policy/reason."""
+    srv = await start_emulator()
+    try:
+        cfg = read_yaml(write_config(tmp_path, srv.base_url, 0))
+        cfg["defaults"]["policies"] = {
+            "pending_requests": {"target_per_replica": 3},
+            "hardware_utilisation": {"target_util_percent": 80},
+            "schedule": {
+                "timezone": "UTC",
+                "windows": [
+                    {
+                        "name": "always",
+                        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                        "start": "00:00",
+                        "end": "24:00",
+                        "floor": 4,
+                    }
+                ],
+            },
+            "budget": {},
+            "pause_to_free_quota": {"idle_pause_after_s": 3600},
+        }
+        cfg["budgets"] = [{"scope": "namespace", "match": NS, "period": "month", "usd": 1000}]
+        cfg["quota"] = {
+            "limits": [
+                {"namespace": NS, "vendor": "aws", "accelerator": "gpu", "max_accelerators": 8}
+            ]
+        }
+        p = tmp_path / "mixed.yaml"
+        p.write_text(yaml.safe_dump(cfg))
+        proc = await spawn("plan", "-c", str(p))
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        await srv.stop()
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    row = next(line for line in text.splitlines() if line.startswith("acme/chat "))
+    assert "scale_up" in row
+    assert "schedule" in row
+    assert "constraint_floor" in row
+    assert "floor 4 from schedule" in text
