@@ -244,8 +244,13 @@ class EndpointsClient:
 
     # ---------------------------------------------------------------- public API
 
-    async def list_endpoints(self, namespace: str) -> list[Endpoint]:
-        """Every endpoint of `namespace`, each with `.namespace` set."""
+    async def list_endpoints(self, namespace: str, *, skip_invalid: bool = True) -> list[Endpoint]:
+        """Every endpoint of `namespace`, each with `.namespace` set.
+
+        One malformed item must not hide the others: with `skip_invalid` it is left out, logged,
+        and kept in `self.invalid_items` (reset per call) so the loop can count it.
+        """
+        self.invalid_items: list[BadResponseError] = []
         resp = await self._call("list", "GET", self._path(namespace), endpoint=namespace)
         data = self._json(resp, route="list", endpoint=namespace)
         items = data.get("items") if isinstance(data, dict) else None
@@ -255,7 +260,17 @@ class EndpointsClient:
             )
         out = []
         for i, item in enumerate(items):
-            ep = self._model(resp, item, route="list", endpoint=namespace, prefix=f"items.{i}.")
+            try:
+                ep = self._model(resp, item, route="list", endpoint=namespace, prefix=f"items.{i}.")
+            except BadResponseError as exc:
+                if not skip_invalid:
+                    raise
+                name = item.get("name") if isinstance(item, dict) else None
+                log.warning(
+                    "endpoint_unparsable", namespace=namespace, item=i, name=name, error=str(exc)
+                )
+                self.invalid_items.append(exc)
+                continue
             ep.namespace = namespace
             out.append(ep)
         return out

@@ -521,7 +521,7 @@ async def test_bad_body_is_bad_response_naming_field(rig: Rig, call, response, f
     rig.api.script = [response]
     calls: dict[str, Callable[[], Any]] = {
         "get": lambda: rig.client.get_endpoint("acme", "ep"),
-        "list": lambda: rig.client.list_endpoints("acme"),
+        "list": lambda: rig.client.list_endpoints("acme", skip_invalid=False),
         "provider": lambda: rig.client.get_provider("acme"),
     }
     with pytest.raises(BadResponseError) as info:
@@ -633,3 +633,12 @@ def test_public_names_exist():
     assert all(hasattr(client_mod, name) for name in client_mod.__all__)
     assert all(hasattr(errors_mod, name) for name in errors_mod.__all__)
     assert issubclass(BadResponseError, ApiError)
+
+
+async def test_list_skips_a_malformed_item_and_keeps_the_rest(rig: Rig):
+    """One unparsable endpoint in a listing is skipped and recorded; the others are returned."""
+    rig.api.script = [_resp(200, {"items": [endpoint_json(), {"name": "broken"}]})]
+    eps = await rig.client.list_endpoints("acme")
+    assert [e.name for e in eps] == ["ep"]
+    assert len(rig.client.invalid_items) == 1
+    assert rig.client.invalid_items[0].field == "items.1.provider"

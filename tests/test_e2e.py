@@ -285,3 +285,24 @@ def test_virtual_clock_is_monotonic():
     c = VirtualClock(10)
     with pytest.raises(ValueError, match="backwards"):
         c.set(5)
+
+
+async def test_one_malformed_endpoint_does_not_hide_the_others(world: World):
+    """A listing with one unparsable item: that item is skipped and counted, the rest decided."""
+    import json
+
+    world.add("chat", load=Constant(8.0), tags=["managed"])
+    good = world.platform.get(NS, "chat")
+    body = json.dumps({"items": [good, {"name": "broken", "tags": ["managed"]}]})
+    await world.admin(
+        "POST",
+        "/faults",
+        json={"route": "list", "status": 200, "body": body, "content_type": "application/json"},
+    )
+    s = world.settings()
+    m = Metrics()
+    async with world.client(s, m) as client:
+        gov = world.governor(s, client, metrics=m)
+        await world.run_ticks(gov, 1)
+    assert [e.decision.key for e in world.reports[-1].entries] == [f"{NS}/chat"]
+    assert sample(m, "governor_discovery_errors_total", {"error": "bad_item"}) == 1
