@@ -1,4 +1,4 @@
-"""`governor` command line: run, plan, cost, demo, emulator, check-config.
+"""`governor` command line: run, plan, cost, demo, emulator, check-config, simulate.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
 """
@@ -22,6 +22,7 @@ from controller.exporter import CostCollector, Metrics, MetricsServer, create_ap
 from controller.ledger import CostTracker
 from controller.logs import configure_logging
 from controller.loop import Governor, TickReport
+from controller.sdnotify import Notifier
 from controller.settings import Settings, load_settings
 from controller.store import StateStore
 
@@ -134,7 +135,7 @@ async def _run(settings: Settings, *, once: bool) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            await gov.run(stop)
+            await gov.run(stop, notifier=Notifier())
             log.info("stopped", ticks=gov.health.ticks)
             return 0
     finally:
@@ -239,6 +240,9 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("-c", "--config", help="YAML config file")
     c = sub.add_parser("check-config", help="validate a config file and report every problem")
     c.add_argument("file")
+    from controller.simcli import add_simulate_parser
+
+    add_simulate_parser(sub)
     return p
 
 
@@ -262,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.cmd == "emulator":
             return _emulator(args)
+        if args.cmd == "simulate":
+            from controller.simcli import run_simulate
+
+            return run_simulate(args, list(argv) if argv is not None else None)
         settings = load_settings(args.config)
         if args.cmd == "run" and args.dry_run:
             tok = settings.token

@@ -11,12 +11,19 @@ The loop gives the policy the worst budget level among the budgets that cover th
 - `hard` (spend >= hard x cap): pause the endpoint unless `protected`, which instead gets the
   ceiling `protected_ceiling` - reasons `budget_exhausted`, `budget_exhausted_protected`.
 
+Hysteresis: the forecast projects the *current* replicas, so the degrade step's own lower ceiling
+can pull the forecast back under the degrade line, which would lift the ceiling, raise the forecast
+again, and so on every other tick. Once degraded, the endpoint therefore stays degraded while the
+level is at least `alert`, until the forecast is back under the alert line or a new period starts
+(spend went down). The policy memory (`degraded_spend`) remembers it, across restarts.
+
 Unknown spend (an instance without a price) is treated by the ledger as at least `alert`, never
 as "fine".
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,8 +77,11 @@ class BudgetPolicy:
         fig += f" of ${s.cap_usd:.2f}"
         ours = (view.paused_by_governor or "").startswith(f"{self.name}:")
         if view.endpoint.state is EndpointState.PAUSED and ours and s.level < HARD:
-            return self._says(
-                "budget_reset", f"{fig}: below the hard cap again; resume", state="running"
+            return self._with(
+                self._says(
+                    "budget_reset", f"{fig}: below the hard cap again; resume", state="running"
+                ),
+                {},
             )
         if s.level >= HARD:
             if p.protected:
@@ -81,15 +91,30 @@ class BudgetPolicy:
                     ceiling=p.protected_ceiling,
                 )
             return self._says("budget_exhausted", f"{fig}: cap reached; pause", state="paused")
-        if s.level >= DEGRADE:
+        held = view.memory.get("degraded_spend")
+        if held is not None and (s.spend_usd is None or s.spend_usd < float(held)):
+            held = None  # spend went down (a new period) or is unknown
+        if s.level >= DEGRADE or (held is not None and s.level >= ALERT):
+            why = (
+                "forecast over the degrade line"
+                if s.level >= DEGRADE
+                else "degraded until the forecast is back under the alert line"
+            )
             kw: dict[str, object] = {}
             if p.degrade_ceiling is not None:
                 kw["ceiling"] = p.degrade_ceiling
             if p.degrade_scale_to_zero_timeout_min is not None:
                 kw["scale_to_zero_timeout_min"] = p.degrade_scale_to_zero_timeout_min
-            if kw:
-                return self._says("budget_degrade", f"{fig}: forecast over the degrade line", **kw)
-            return self._says("budget_degrade", f"{fig}: forecast over the degrade line")
+            # Remember the spend when the degrade began (unknown spend: nothing to hold on to).
+            start = s.spend_usd if held is None else float(held)
+            mem: dict[str, object] = {} if start is None else {"degraded_spend": start}
+            return self._with(self._says("budget_degrade", f"{fig}: {why}", **kw), mem)
         if s.level >= ALERT:
-            return self._says("budget_alert", f"{fig}: forecast over the alert line")
-        return self._says("budget_ok", fig)
+            return self._with(
+                self._says("budget_alert", f"{fig}: forecast over the alert line"), {}
+            )
+        return self._with(self._says("budget_ok", fig), {})
+
+    @staticmethod
+    def _with(proposal: Proposal, memory: dict[str, object]) -> Proposal:
+        return replace(proposal, memory=memory)

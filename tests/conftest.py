@@ -8,6 +8,7 @@ once), so a retry test does not have to advance virtual time from inside a tick.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,8 @@ from controller.clock import VirtualClock
 from controller.emulator.load import Constant, LoadPattern
 from controller.emulator.platform import Platform, SimParams
 from controller.emulator.server import EmulatorServer
-from controller.exporter import Metrics
+from controller.exporter import Health, Metrics, MetricsServer, create_app
+from controller.ledger import CostTracker
 from controller.loop import Governor, TickReport
 from controller.models import UserRef
 from controller.settings import Settings, load_settings
@@ -123,6 +125,7 @@ class World:
         *,
         metrics: Metrics,
         store: StateStore | None = None,
+        cost: CostTracker | None = None,
     ) -> Governor:
         return Governor(
             settings,
@@ -131,6 +134,7 @@ class World:
             metrics=metrics,
             store=store,
             on_tick=self.reports.append,
+            cost=cost,
         )
 
     async def admin(self, method: str, path: str, **kw: Any) -> Any:
@@ -159,15 +163,88 @@ class World:
             self.clock.advance(step)
             await gov.tick()
 
+    def jump(self, t: float) -> None:
+        """Move virtual time to `t` and step the emulated world there at once (no tick)."""
+        self.clock.set(t)
+        self.platform.advance_to(t)
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    clock = VirtualClock(T0)
-    platform = Platform(start=T0, seed=3)
+    async def tick_at(self, gov: Governor, t: float) -> TickReport:
+        """Jump to `t` and run one Governor tick there; returns its report."""
+        self.jump(t)
+        return await gov.tick()
+
+    async def human(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """A person's call to the management API (HUMAN_TOKEN), e.g. pausing an endpoint."""
+        async with httpx.AsyncClient(
+            base_url=self.server.base_url, headers={"Authorization": f"Bearer {HUMAN_TOKEN}"}
+        ) as c:
+            r = await c.request(method, path, **kw)
+            r.raise_for_status()
+            return r
+
+    def entries(self, name: str) -> list[Any]:
+        """Every `TickEntry` recorded for endpoint `name`, oldest first."""
+        key = f"{NS}/{name}"
+        return [e for r in self.reports for e in r.entries if e.decision.key == key]
+
+    async def scrape_metrics(self, gov: Governor) -> dict[tuple[str, frozenset[Any]], float]:
+        """Governor's `/metrics` as served over loopback HTTP, as {(name, labels): value}."""
+        return await scrape_metrics(gov.metrics, gov.health, self.clock)
+
+
+async def scrape_metrics(
+    metrics: Metrics, health: Health, clock: Any
+) -> dict[tuple[str, frozenset[Any]], float]:
+    """Serve `metrics` on a loopback port, GET /metrics and parse it with prometheus-client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    srv = MetricsServer(create_app(metrics, health, clock), host="127.0.0.1", port=0)
+    await srv.start()
+    try:
+        async with httpx.AsyncClient() as c:
+            r = await c.get(f"http://127.0.0.1:{srv.port}/metrics")
+            r.raise_for_status()
+    finally:
+        await srv.stop()
+    out: dict[tuple[str, frozenset[Any]], float] = {}
+    for fam in text_string_to_metric_families(r.text):
+        for smp in fam.samples:
+            out[(smp.name, frozenset(smp.labels.items()))] = smp.value
+    return out
+
+
+def metric(
+    scraped: dict[tuple[str, frozenset[Any]], float], name: str, **labels: str
+) -> float | None:
+    """One sample of a scraped exposition (None if absent)."""
+    return scraped.get((name, frozenset(labels.items())))
+
+
+@contextlib.asynccontextmanager
+async def make_world(tmp_path: Path, start: float = T0) -> AsyncIterator[World]:
+    """A `World` whose virtual clock and platform start at `start` (epoch seconds)."""
+    clock = VirtualClock(start)
+    platform = Platform(start=start, seed=3)
     async with EmulatorServer(
         platform, clock=clock, tokens={TOKEN: BOT, HUMAN_TOKEN: HUMAN}, tick_s=0.05
     ) as srv:
         yield World(platform=platform, clock=clock, server=srv, tmp=tmp_path)
 
 
-__all__ = ["HUMAN_TOKEN", "NS", "TOKEN", "Constant", "World", "endpoint_body"]
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with make_world(tmp_path) as w:
+        yield w
+
+
+__all__ = [
+    "HUMAN_TOKEN",
+    "NS",
+    "TOKEN",
+    "Constant",
+    "World",
+    "endpoint_body",
+    "make_world",
+    "metric",
+    "scrape_metrics",
+]

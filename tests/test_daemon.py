@@ -26,12 +26,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_emulator() -> EmulatorServer:
+async def start_emulator(load_rps: float = 6.0) -> EmulatorServer:
     clock = WallClock()
     platform = Platform(start=clock.now(), seed=1)
     sim = SimParams(cold_start_s=5.0, concurrency=4, service_time_s=2.0)
     platform.create(
-        NS, endpoint_body("chat", tags=["managed"]), by=BOT, sim=sim, load=Constant(6.0), ready=True
+        NS,
+        endpoint_body("chat", tags=["managed"]),
+        by=BOT,
+        sim=sim,
+        load=Constant(load_rps),
+        ready=True,
     )
     platform.create(NS, endpoint_body("other", tags=[]), by=BOT, sim=sim, load=None, ready=True)
     srv = EmulatorServer(platform, clock=clock, tokens={TOKEN: BOT})
@@ -158,7 +163,7 @@ async def test_run_without_token_exits_2(tmp_path):
 
 async def test_plan_with_every_policy_names_the_winner(tmp_path):
     """A config mixing all built-in policies plans cleanly and names the winning policy/reason."""
-    srv = await start_emulator()
+    srv = await start_emulator(load_rps=0.3)  # demand stays below the schedule floor
     try:
         cfg = read_yaml(write_config(tmp_path, srv.base_url, 0))
         cfg["defaults"]["policies"] = {

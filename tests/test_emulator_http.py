@@ -360,3 +360,42 @@ async def test_unknown_route_is_json_404(world):
     assert r.status_code == 404
     assert "error" in r.json()
     assert r.headers["x-request-id"]
+
+
+# -- large worlds ----------------------------------------------------------------------------------
+
+
+async def test_advance_quantum_lets_api_calls_skip_small_advances():
+    """With `advance_quantum_s`, an API call advances the world only when it is at least that far
+    behind the clock; the default (0) keeps advancing on every call."""
+    from controller.emulator.app import EmulatorConfig
+
+    clock = VirtualClock(T0)
+    platform = Platform(start=T0, seed=1)
+    platform.create(NS, create_body("chat"), by=TOKENS[TOKEN], ready=True, load=Constant(1.0))
+    cfg = EmulatorConfig(advance_quantum_s=2.0)
+    async with EmulatorServer(platform, clock=clock, tokens=TOKENS, config=cfg, tick_s=3600) as srv:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(base_url=srv.base_url, headers=headers) as c:
+            await asyncio.sleep(0)  # let the ticker run its first (no-op) step
+            clock.advance(1.5)
+            assert (await c.get(f"/endpoint/{NS}/chat/open-metrics")).status_code == 200
+            assert platform.now == T0  # within the quantum: not advanced
+            clock.advance(1.0)
+            assert (await c.get(f"/endpoint/{NS}")).status_code == 200
+            assert platform.now == T0 + 2.5  # at least a quantum behind: advanced to the clock
+
+
+def test_wire_copy_is_deep_and_equal():
+    """The listing's JSON copy of a spec equals a deepcopy and shares no mutable part."""
+    import copy
+
+    from controller.emulator.platform import _copy_json
+
+    spec = {"a": [1, {"b": None, "c": [True, 2.5, "x"]}], "d": {"e": {}}, "t": (1, [2])}
+    out = _copy_json(spec)
+    assert out == copy.deepcopy(spec)
+    out["a"][1]["c"].append(0)
+    out["d"]["e"]["new"] = 1
+    out["t"][1].append(3)
+    assert spec == {"a": [1, {"b": None, "c": [True, 2.5, "x"]}], "d": {"e": {}}, "t": (1, [2])}

@@ -16,6 +16,7 @@ Patterns round-trip through JSON (`pattern_to_json` / `pattern_from_json`) so th
     {"kind": "diurnal", "base": 1, "peak": 8, "period_s": 86400, "phase_s": 0}
     {"kind": "burst", "base": 0, "peak": 5, "start_s": 60, "duration_s": 120, "period_s": null}
     {"kind": "trace", "arrivals": [0.1, 0.5, 2.25]}
+    {"kind": "trace", "arrivals": [0.1, 0.5], "service_s": [1.2, 7.5]}
 """
 
 from __future__ import annotations
@@ -138,11 +139,27 @@ class Burst:
 
 @dataclass(frozen=True)
 class Trace:
-    """Explicit arrival offsets (seconds after the pattern started), replayed exactly."""
+    """Explicit arrival offsets (seconds after the pattern started), replayed exactly.
+
+    `service_s` (optional, same length as `arrivals`) gives each request its own service time in
+    seconds (e.g. from its token counts); when empty the platform samples service times as usual.
+    """
 
     arrivals: tuple[float, ...] = field(default=())
+    service_s: tuple[float, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        if self.service_s:
+            if len(self.service_s) != len(self.arrivals):
+                raise ValueError(
+                    f"service_s has {len(self.service_s)} values for {len(self.arrivals)} arrivals"
+                )
+            pairs = sorted(
+                (float(a), float(s)) for a, s in zip(self.arrivals, self.service_s, strict=True)
+            )
+            object.__setattr__(self, "arrivals", tuple(a for a, _ in pairs))
+            object.__setattr__(self, "service_s", tuple(s for _, s in pairs))
+            return
         object.__setattr__(self, "arrivals", tuple(sorted(float(a) for a in self.arrivals)))
 
     def rate(self, t_rel: float) -> float:
@@ -169,8 +186,10 @@ def pattern_to_json(pattern: LoadPattern) -> dict[str, Any]:
             for name in cls.__dataclass_fields__:  # type: ignore[attr-defined]
                 value = getattr(pattern, name)
                 out[name] = [list(p) for p in value] if name == "points" else value
-                if name == "arrivals":
+                if name in ("arrivals", "service_s"):
                     out[name] = list(value)
+            if kind == "trace" and not out["service_s"]:
+                del out["service_s"]
             return out
     return {"kind": type(pattern).__name__}
 
@@ -193,6 +212,7 @@ def pattern_from_json(data: Any) -> LoadPattern:
             kwargs["points"] = tuple((float(t), float(r)) for t, r in kwargs.get("points", ()))
         elif cls is Trace:
             kwargs["arrivals"] = tuple(float(a) for a in kwargs.get("arrivals", ()))
+            kwargs["service_s"] = tuple(float(a) for a in kwargs.get("service_s", ()))
         else:
             for k, v in kwargs.items():
                 if v is not None and not isinstance(v, int | float):
