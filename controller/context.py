@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from controller.cost import PriceBook, quota_usage
+from controller.cost import PriceBook, held_accelerators, quota_usage
 from controller.decide import Decision, EndpointMemory
 from controller.models import Endpoint, EndpointState
 from controller.settings import EndpointSettings, Settings
@@ -77,12 +77,11 @@ def build_contexts(
     }
     groups: dict[tuple[str, str, str], list[tuple[Endpoint, int, int]]] = {}
     for ep in managed:
-        row = book.for_endpoint(ep)
-        if row is None or row.accelerators <= 0:
+        found = held_accelerators(ep, book)
+        if found is None:
             continue
-        g = (ep.namespace or "", ep.provider.vendor, row.accelerator)
-        held = quota_usage([ep], book).get(g, 0)
-        groups.setdefault(g, []).append((ep, row.accelerators, held))
+        g, held, per = found
+        groups.setdefault(g, []).append((ep, per, held))
 
     out: dict[str, EndpointContext] = {}
     for g, members in groups.items():

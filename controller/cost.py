@@ -43,6 +43,7 @@ __all__ = [
     "budget_status",
     "day_bounds",
     "forecast_period",
+    "held_accelerators",
     "hour_of_week",
     "month_bounds",
     "pricing_version",
@@ -311,22 +312,33 @@ def quota_usage(
     replicas; paused/failed: nothing. CPU instances hold no accelerators and are left out."""
     out: dict[tuple[str, str, str], int] = {}
     for ep in endpoints:
-        row = prices.for_endpoint(ep)
-        if row is None or row.accelerators == 0:
-            continue
-        sc = ep.compute.scaling
-        st = ep.state
-        if st in (S.INITIALIZING, S.RUNNING, S.UPDATING):
-            n = ep.status.target_replica
-        elif st == S.PENDING:
-            n = max(sc.min_replica, 1)
-        elif st == S.SCALED_TO_ZERO:
-            n = sc.max_replica
-        else:
-            n = 0
-        key = (ep.namespace or "", ep.provider.vendor, ep.compute.accelerator)
-        out[key] = out.get(key, 0) + n * row.accelerators
+        held = held_accelerators(ep, prices)
+        if held is not None:
+            key, n, _ = held
+            out[key] = out.get(key, 0) + n
     return out
+
+
+def held_accelerators(
+    ep: Endpoint, prices: PriceBook
+) -> tuple[tuple[str, str, str], int, int] | None:
+    """One endpoint's (quota group, accelerators held, accelerators per replica), by the rules of
+    `quota_usage`; None for CPU or unpriced instances, which hold no accelerator quota."""
+    row = prices.for_endpoint(ep)
+    if row is None or row.accelerators == 0:
+        return None
+    sc = ep.compute.scaling
+    st = ep.state
+    if st in (S.INITIALIZING, S.RUNNING, S.UPDATING):
+        n = ep.status.target_replica
+    elif st == S.PENDING:
+        n = max(sc.min_replica, 1)
+    elif st == S.SCALED_TO_ZERO:
+        n = sc.max_replica
+    else:
+        n = 0
+    key = (ep.namespace or "", ep.provider.vendor, ep.compute.accelerator)
+    return key, n * row.accelerators, row.accelerators
 
 
 class _LimitLike(Protocol):
