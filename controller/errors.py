@@ -19,6 +19,11 @@ GovernorError
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 __all__ = [
     "ApiError",
     "AuthError",
@@ -35,6 +40,7 @@ __all__ = [
     "QuotaError",
     "RejectedApiError",
     "RetryableApiError",
+    "validation_lines",
 ]
 
 # Response bodies end up in logs; keep them short so a secret echoed by a server cannot leak far.
@@ -145,3 +151,25 @@ class BadResponseError(ApiError):
     def __init__(self, message: str, *, field: str | None = None, **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.field = field
+
+
+def validation_lines(
+    err: ValidationError, *, prefix: str = "", brackets: bool = False, show_input: bool = True
+) -> list[str]:
+    """One line per pydantic error: `  <key path>: <message> (got <value>)`.
+
+    The single place that turns a ValidationError into the messages users see for config,
+    policy parameters and scenario files. `brackets` writes list indices as `a[0].b`.
+    """
+    lines = []
+    for e in err.errors():
+        if brackets:
+            loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in e["loc"])
+            loc = loc.replace(".[", "[")
+        else:
+            loc = ".".join(str(p) for p in e["loc"])
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        got = e.get("input")
+        shown = "" if not show_input or isinstance(got, dict | list) else f" (got {got!r})"
+        lines.append(f"  {prefix}{loc or '<root>'}: {msg}{shown}")
+    return lines

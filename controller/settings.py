@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from controller.errors import ConfigError
+from controller.errors import ConfigError, validation_lines
 from controller.pricing import load_pricing
 from controller.scrape import FeedMapping
 
@@ -407,16 +407,7 @@ class Settings(BaseSettings):
 
 
 def format_validation_error(err: ValidationError, *, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    for e in err.errors():
-        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"])
-        loc = loc.replace(".[", "[")
-        got = e.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"  {loc or '<root>'}: {msg}{shown}")
+    lines = [f"invalid configuration in {source}:", *validation_lines(err, brackets=True)]
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from controller.errors import ConfigError
+from controller.errors import ConfigError, validation_lines
 
 if TYPE_CHECKING:
     from controller.settings import Settings
@@ -73,12 +73,7 @@ def build_policy(name: str, params: dict[str, Any], *, where: str) -> Policy:
         parsed: BaseModel = cls.Params.model_validate(params)
     except ValidationError as exc:
         lines = [f"invalid parameters for policy {name!r}:"]
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            got = e.get("input")
-            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-            lines.append(f"  {where}.{loc}: {msg}{shown}")
+        lines += validation_lines(exc, prefix=f"{where}.")
         raise ConfigError("\n".join(lines)) from None
     return cls(parsed)
 

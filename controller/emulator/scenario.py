@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.emulator.load import Burst, Constant, Diurnal, LoadPattern, Piecewise
 from controller.emulator.platform import Platform, PlatformConfig, SimParams
-from controller.errors import ConfigError
+from controller.errors import ConfigError, validation_lines
 from controller.models import UserRef
 
 __all__ = [
@@ -260,12 +260,7 @@ def load_scenario(path: str | Path, *, token: str = "emulator-token") -> Scenari
     try:
         data = _ScenarioFile.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"invalid scenario {p}:"]
-        for e in exc.errors():
-            loc = ".".join(str(x) for x in e["loc"])
-            lines.append(
-                f"  {loc}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-            )
+        lines = [f"invalid scenario {p}:", *validation_lines(exc, show_input=False)]
         raise ConfigError("\n".join(lines)) from None
     eps = []
     for i, e in enumerate(data.endpoints):
