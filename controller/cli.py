@@ -146,12 +146,14 @@ async def _run(settings: Settings, *, once: bool) -> int:
             cost.close()
 
 
+def _dry_run(settings: Settings) -> Settings:
+    """A copy of `settings` that changes nothing (the token is carried over by the copy)."""
+    return settings.model_copy(update={"loop": settings.loop.model_copy(update={"dry_run": True})})
+
+
 async def _plan(settings: Settings, *, out: TextIO) -> int:
     _require_token(settings)
-    plan_settings = settings.model_copy(
-        update={"loop": settings.loop.model_copy(update={"dry_run": True})}
-    )
-    plan_settings.token = settings.token
+    plan_settings = _dry_run(settings)
     async with make_client(plan_settings) as client:
         gov = Governor(plan_settings, clock=WallClock(), client=client, store=None)
         report = await gov.tick()
@@ -272,11 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_simulate(args, list(argv) if argv is not None else None)
         settings = load_settings(args.config)
         if args.cmd == "run" and args.dry_run:
-            tok = settings.token
-            settings = settings.model_copy(
-                update={"loop": settings.loop.model_copy(update={"dry_run": True})}
-            )
-            settings.token = tok
+            settings = _dry_run(settings)
         secret = settings.token.get_secret_value() if settings.token else None
         configure_logging(fmt=settings.log.format, level=settings.log.level, secret=secret)
         if args.cmd == "plan":
