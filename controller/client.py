@@ -217,6 +217,8 @@ class EndpointsClient:
         self._backoff_max = backoff_max_s
         self._sleep = sleep if sleep is not None else asyncio.sleep
         self._on_call = on_call
+        # Items the last `list_endpoints` call skipped as unparsable.
+        self.invalid_items: list[BadResponseError] = []
         self._rng = rng if rng is not None else random.Random()
         self._quota_re = (
             quota_pattern
@@ -250,7 +252,7 @@ class EndpointsClient:
         One malformed item must not hide the others: with `skip_invalid` it is left out, logged,
         and kept in `self.invalid_items` (reset per call) so the loop can count it.
         """
-        self.invalid_items: list[BadResponseError] = []
+        self.invalid_items = []
         resp = await self._call("list", "GET", self._path(namespace), endpoint=namespace)
         data = self._json(resp, route="list", endpoint=namespace)
         items = data.get("items") if isinstance(data, dict) else None

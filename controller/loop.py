@@ -122,7 +122,7 @@ class Governor:
         for ns in self.settings.namespaces:
             try:
                 found.extend(await self.client.list_endpoints(ns))
-                for bad in getattr(self.client, "invalid_items", []):
+                for bad in self.client.invalid_items:
                     report.namespace_errors[f"{ns} (item skipped)"] = str(bad)
                     self.metrics.discovery_errors.labels("bad_item").inc()
             except ApiError as exc:
