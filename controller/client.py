@@ -1,10 +1,24 @@
 """Async client for the Inference Endpoints management API (v2) and the per-endpoint metrics feed.
 
 Every HTTP failure is mapped to `controller.errors` in one place (`_map_response` for statuses,
-`_map_transport` for httpx exceptions), with the cause chained, the body truncated, the
-`X-Request-Id` kept and the endpoint key `ns/name` attached. The token lives only in the httpx
-client's default headers (whose repr httpx redacts) and is scrubbed from every message built from a
-response body, so a server that echoes it cannot leak it into an exception or a log line.
+`_map_transport` for transport exceptions), with the cause chained, the body truncated, the
+`X-Request-Id` kept and the endpoint key `ns/name` attached. The token lives only in the default
+headers of the httpx client (whose repr httpx redacts) and of the feed's aiohttp session (whose repr
+shows no headers; the one aiohttp exception that carries them is redacted before it is chained), and
+is scrubbed from every message built from a response body, so a server that echoes it cannot leak
+it into an exception or a log line.
+
+Transports. Management calls (list, get, update, pause, resume, scale-to-zero, provider) go through
+httpx. The metrics feed is the per-tick fan-out (one GET per endpoint per tick, 10,000 per 15 s at
+the design size) and httpx's connection pool is its measured bottleneck: 2.9-4.9 ms of CPU per
+1.3 KB feed GET through httpx against 0.33-0.44 ms through aiohttp on the same loopback server
+(`benchmarks/results/transport.md`), with a per-endpoint budget of 1.5 ms for everything. So when
+the client talks to the network itself (no `transport=` given, and httpx would not use a proxy for
+the base URL), feeds go through a long-lived `aiohttp.ClientSession` with the same URL, headers,
+timeout, redirect rule, retries, call records and error mapping (a non-2xx feed response is handed
+to `_map_response` as an `httpx.Response`). An injected httpx transport (the simulator's in-process
+`ASGITransport`, the tests' `MockTransport`) cannot be reached by aiohttp, so then feeds stay on
+httpx through it.
 
 Retry policy. A call is retried with exponential backoff and jitter on 429, 408, 5xx, timeouts and
 connection errors, up to `max_attempts` attempts. `Retry-After` (seconds or an HTTP-date) on 429/503
@@ -15,11 +29,16 @@ partial *absolute* values (setting `minReplica` to 2 twice is setting it once); 
 scale-to-zero move to a target state; a resume that finds the endpoint running gets the 400
 "already running", which is treated as success. The metrics feed is fetched once by default
 (`feed_attempts`): a missed sample is cheaper than a slow tick, and the next tick fetches again.
+Both feed transports share this retry loop; aiohttp's timeouts and connection errors count as
+httpx's do (retryable), and every timeout phase (connect, including the wait for a pooled
+connection, and each read) is `timeout_s` on both, with no overall cap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
 import email.utils
 import json
 import math
@@ -30,12 +49,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, Self, TypeVar
 from urllib.parse import quote
 
+import aiohttp
 import httpx
 import pydantic
 import structlog
+import yarl
+from multidict import CIMultiDict, CIMultiDictProxy
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from controller import __version__
@@ -63,6 +85,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 Route = Literal[
     "list", "get", "update", "pause", "resume", "scale_to_zero", "open_metrics", "provider"
 ]
@@ -85,6 +109,8 @@ _REQUEST_ID_HEADERS: Final = ("x-request-id", "x-amzn-trace-id", "x-amz-cf-id")
 _FEED_ACCEPT: Final = (
     "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
 )
+# Response headers that describe the wire framing of a body aiohttp has already decoded.
+_FRAMING_HEADERS: Final = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +201,13 @@ class EndpointsClient:
     """The management API, one long-lived httpx pool, retries and error mapping.
 
     Usage: `async with EndpointsClient(url, token) as client: await client.list_endpoints(ns)`.
+
+    Feeds (`fetch_metrics`) use a second long-lived pool, an `aiohttp.ClientSession` opened in the
+    running loop on first use and closed by `aclose()`, but only when no `transport` is injected
+    and the base URL is reached without a proxy: httpx costs ~10x aiohttp's CPU per feed GET, too
+    much for the per-tick fan-out (module docstring). With an injected httpx transport (in-process
+    ASGI app, mock) feeds go through it, since aiohttp cannot. Either way the semantics are the
+    same: URL, headers, `timeout_s`, no redirects, `feed_attempts`, call records, error mapping.
     """
 
     def __init__(
@@ -201,6 +234,8 @@ class EndpointsClient:
         if token:
             headers["authorization"] = f"Bearer {token}"
         self._base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
+        self._max_connections = max_connections
         self._http = httpx.AsyncClient(
             base_url=self._base_url + "/",
             headers=headers,
@@ -211,6 +246,11 @@ class EndpointsClient:
             transport=transport,
             follow_redirects=False,
         )
+        # Feeds over aiohttp only where httpx would open plain sockets itself (module docstring).
+        self._feed_via_aiohttp = transport is None and self._direct()
+        self._feed_session: aiohttp.ClientSession | None = None
+        # The base URL as httpx normalised it, ending in "/", so `_path` joins as httpx joins it.
+        self._feed_prefix = str(self._http.base_url)
         self._max_attempts = max_attempts
         self._feed_attempts = feed_attempts
         self._backoff_initial = backoff_initial_s
@@ -231,7 +271,12 @@ class EndpointsClient:
         return f"EndpointsClient(base_url={self._base_url!r}, token={auth})"
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        session, self._feed_session = self._feed_session, None
+        try:
+            if session is not None:
+                await session.close()
+        finally:
+            await self._http.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -260,8 +305,14 @@ class EndpointsClient:
             raise self._bad(
                 resp, "list: expected an object with an `items` list", namespace, "items"
             )
+        # Memory at 10,000 endpoints: the body (9 MB) and each item's dict (~30 MB in all) go as
+        # soon as they are read, instead of living beside the models built from them; errors
+        # only need the status and headers.
+        resp = httpx.Response(resp.status_code, headers=resp.headers)
+        del data
         out = []
         for i, item in enumerate(items):
+            items[i] = None
             try:
                 ep = self._model(resp, item, route="list", endpoint=namespace, prefix=f"items.{i}.")
             except BadResponseError as exc:
@@ -355,11 +406,16 @@ class EndpointsClient:
     async def fetch_metrics(self, namespace: str, name: str) -> str:
         """The raw open-metrics text. Raises FeedUnavailable, or AuthError on 401/403."""
         key = f"{namespace}/{name}"
+        path = self._path(namespace, name, "open-metrics")
         try:
+            if self._feed_via_aiohttp:
+                return await self._retry(
+                    lambda last: self._feed_attempt(path, key, last=last), self._feed_attempts
+                )
             resp = await self._call(
                 "open_metrics",
                 "GET",
-                self._path(namespace, name, "open-metrics"),
+                path,
                 endpoint=key,
                 attempts=self._feed_attempts,
                 headers={"accept": _FEED_ACCEPT},
@@ -478,7 +534,27 @@ class EndpointsClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send with retries; returns a 2xx response (or one `accept` approves), else raises."""
-        limit = attempts if attempts is not None else self._max_attempts
+        return await self._retry(
+            lambda last: self._attempt(
+                route,
+                method,
+                path,
+                endpoint=endpoint,
+                json_body=json_body,
+                accept=accept,
+                headers=headers,
+                last=last,
+            ),
+            attempts if attempts is not None else self._max_attempts,
+        )
+
+    async def _retry(self, attempt: Callable[[bool], Awaitable[T]], limit: int) -> T:
+        """Run `attempt(last)` up to `limit` times under the retry policy (module docstring)."""
+        if limit == 1:
+            # What tenacity would do (one attempt, its error re-raised as is), without the
+            # ~0.15 ms of CPU its loop costs: that is a third of a feed fetch on the default
+            # `feed_attempts=1` (benchmarks/transport.py).
+            return await attempt(True)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(limit),
             wait=self._wait,
@@ -486,18 +562,9 @@ class EndpointsClient:
             sleep=self._sleep,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._attempt(
-                    route,
-                    method,
-                    path,
-                    endpoint=endpoint,
-                    json_body=json_body,
-                    accept=accept,
-                    headers=headers,
-                    last=attempt.retry_state.attempt_number >= limit,
-                )
+        async for state in retrying:
+            with state:
+                return await attempt(state.retry_state.attempt_number >= limit)
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
     async def _attempt(
@@ -523,20 +590,82 @@ class EndpointsClient:
             if not (200 <= status < 300 or (accept is not None and accept(resp))):
                 raise self._map_response(resp, route=route, endpoint=endpoint)
         except ApiError as exc:
-            outcome: Outcome = "retry" if self._retryable(exc) and not last else "error"
-            self._record(route, status, outcome, started, endpoint)
-            log.debug(
-                "api_call_failed",
-                route=route,
-                endpoint=endpoint,
-                status=status,
-                outcome=outcome,
-                error=str(exc),
-                request_id=exc.request_id,
-            )
+            self._failed(exc, route, status, started, endpoint, last=last)
             raise
         self._record(route, status, "ok", started, endpoint)
         return resp
+
+    async def _feed_attempt(self, path: str, endpoint: str, *, last: bool) -> str:
+        """One feed GET over aiohttp; the twin of `_attempt` for route `open_metrics`."""
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            session = self._feed_session or self._open_feed_session()
+            url = yarl.URL(self._feed_prefix + path, encoded=True)
+            try:
+                async with session.get(url, allow_redirects=False) as resp:
+                    body = await resp.read()
+            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+                raise self._map_transport(exc, route="open_metrics", endpoint=endpoint) from exc
+            status = resp.status
+            if not 200 <= status < 300:
+                raise self._map_response(
+                    _as_httpx_response(resp, body), route="open_metrics", endpoint=endpoint
+                )
+        except ApiError as exc:
+            self._failed(exc, "open_metrics", status, started, endpoint, last=last)
+            raise
+        self._record("open_metrics", status, "ok", started, endpoint)
+        return _decode_text(body, resp.charset)
+
+    def _open_feed_session(self) -> aiohttp.ClientSession:
+        """The feed's aiohttp pool, created in the running loop (aiohttp binds it there)."""
+        if self._http.is_closed:  # as httpx does: a closed client sends nothing
+            raise RuntimeError("EndpointsClient is closed")
+        headers = {"accept": _FEED_ACCEPT, "user-agent": self._http.headers["user-agent"]}
+        if "authorization" in self._http.headers:
+            headers["authorization"] = self._http.headers["authorization"]
+        https = self._http.base_url.scheme == "https"
+        # httpx's CA bundle and SSL_CERT_FILE/DIR handling, so both pools trust the same roots.
+        ssl_context = httpx.create_ssl_context() if https else True
+        self._feed_session = aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=ssl_context),
+            timeout=aiohttp.ClientTimeout(
+                connect=self._timeout_s, sock_connect=self._timeout_s, sock_read=self._timeout_s
+            ),
+        )
+        return self._feed_session
+
+    def _direct(self) -> bool:
+        """Whether httpx reaches the base URL without a proxy (`HTTPS_PROXY` etc., `NO_PROXY`)."""
+        pick = getattr(self._http, "_transport_for_url", None)
+        if pick is None:  # pragma: no cover - httpx moved its private API: be conservative
+            return False
+        return pick(self._http.base_url) is getattr(self._http, "_transport", None)
+
+    def _failed(
+        self,
+        exc: ApiError,
+        route: Route,
+        status: int | None,
+        started: float,
+        endpoint: str | None,
+        *,
+        last: bool,
+    ) -> None:
+        """Record and log one failed attempt ("retry" if another attempt will follow)."""
+        outcome: Outcome = "retry" if self._retryable(exc) and not last else "error"
+        self._record(route, status, outcome, started, endpoint)
+        log.debug(
+            "api_call_failed",
+            route=route,
+            endpoint=endpoint,
+            status=status,
+            outcome=outcome,
+            error=str(exc),
+            request_id=exc.request_id,
+        )
 
     def _record(
         self,
@@ -555,10 +684,20 @@ class EndpointsClient:
             log.exception("on_call_hook_failed", route=route)
 
     def _map_transport(
-        self, exc: httpx.HTTPError, *, route: Route, endpoint: str | None
+        self,
+        exc: httpx.HTTPError | aiohttp.ClientError | OSError,
+        *,
+        route: Route,
+        endpoint: str | None,
     ) -> ApiError:
-        """httpx exceptions -> the error tree (the caller chains `exc` as the cause)."""
+        """httpx/aiohttp exceptions -> the error tree (the caller chains `exc` as the cause)."""
         detail = self._scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))
+        if isinstance(exc, aiohttp.ClientResponseError):
+            _redact_request_info(exc)
+        if isinstance(exc, TimeoutError):  # aiohttp's timeouts; asyncio.TimeoutError is this
+            return RetryableApiError(f"{route}: timed out ({detail})", endpoint=endpoint)
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            return RetryableApiError(f"{route}: connection failed ({detail})", endpoint=endpoint)
         if isinstance(exc, httpx.TimeoutException):
             return RetryableApiError(f"{route}: timed out ({detail})", endpoint=endpoint)
         if isinstance(exc, httpx.TransportError):
@@ -602,3 +741,34 @@ class EndpointsClient:
 
 def _already_running(resp: httpx.Response) -> bool:
     return resp.status_code == 400 and "already running" in resp.text.lower()
+
+
+def _as_httpx_response(resp: aiohttp.ClientResponse, body: bytes) -> httpx.Response:
+    """An aiohttp error response as httpx would have returned it, for `_map_response`."""
+    headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in _FRAMING_HEADERS]
+    return httpx.Response(
+        resp.status,
+        headers=headers,
+        content=body,
+        request=httpx.Request("GET", str(resp.url)),
+        extensions={"reason_phrase": (resp.reason or "").encode("latin-1", "replace")},
+    )
+
+
+def _decode_text(body: bytes, charset: str | None) -> str:
+    """Like httpx's `Response.text`: the Content-Type charset if Python knows it, else UTF-8;
+    undecodable bytes become U+FFFD instead of failing the fetch."""
+    encoding = "utf-8"
+    if charset:
+        with contextlib.suppress(LookupError):
+            encoding = codecs.lookup(charset).name
+    return body.decode(encoding, errors="replace")
+
+
+def _redact_request_info(exc: aiohttp.ClientResponseError) -> None:
+    """Drop the request headers (the token) from an aiohttp error before it is chained: its repr
+    prints them (`RequestInfo(headers=...)`), unlike httpx's, which redacts authorization."""
+    info = exc.request_info
+    redacted = info._replace(headers=CIMultiDictProxy(CIMultiDict()))
+    exc.request_info = redacted
+    exc.args = (redacted, *exc.args[1:])
