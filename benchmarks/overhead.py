@@ -3,6 +3,8 @@
     python benchmarks/overhead.py                      # 100 / 1,000 / 10,000 endpoints
     python benchmarks/overhead.py --sizes 1000 --ticks 5 --concurrency 4 16
     python benchmarks/overhead.py --sizes 1000 --profile /tmp/gov.prof   # cProfile one worker
+    python benchmarks/overhead.py --sizes 10000 --tracemalloc 1 --gc-stats  # where memory goes
+    python benchmarks/overhead.py --sizes 10000 --gc tuned --gc-stats      # GC A/B
     python benchmarks/overhead.py --out benchmarks/results/overhead      # writes overhead.json
     python benchmarks/overhead.py --render benchmarks/results/overhead.json  # Markdown tables
 
@@ -18,7 +20,17 @@ One warm-up tick (it opens the connection pool and fills the windows), then `--t
 ticks back to back. Every phase of a tick is timed in wall and CPU seconds by wrapping the
 Governor's own methods (no code path is changed): list (`_discover`), scrape (`Scraper.scrape`,
 which includes parsing; parsing alone is timed by wrapping `parse_feed`), decide
-(`_decide_and_act`) and persist (`StateStore.save_memory`). Medians over the measured ticks.
+(`_decide_and_act`) and persist (`StateStore.save_memory`). Medians over the measured ticks. The
+previous tick's report is dropped before the next tick starts, as in the daemon (which keeps none).
+
+Memory diagnostics (off by default; tracemalloc slows a tick several times, so never quote CPU
+figures from a `--tracemalloc` run): `--gc-stats` times every garbage collection per generation
+(`gc.callbacks`) and counts GC-tracked objects; `--gc disable|freeze|tuned` is the A/B switch,
+applied after the warm-up tick (no GC, `gc.freeze()` of the warmed-up heap, or freeze plus a
+young-generation threshold of 50,000 instead of 700); `--tracemalloc FRAMES` snapshots Python
+allocations at the tick's peak (just after the scrape of the last measured tick, with the
+listing, the samples and the windows all alive) and after it, and prints the top sites to
+stderr. RSS is also read after each phase of every tick (`rss_<phase>_mb`).
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -35,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
@@ -58,12 +72,32 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
+    """High-water RSS since the last `_reset_peak_rss()` (VmHWM), else since process start."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _reset_peak_rss() -> bool:
+    """Restart the VmHWM high-water mark (Linux `clear_refs` 5), so the peak RSS reported is the
+    measured ticks' own: not the warm-up tick, nor the harness's one-off window fill (which holds
+    the old and the refilled window store at once, an artefact no daemon has)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def _fill_windows(gov: Any, store_cls: Any, interval_s: float) -> None:
     """Give every window the history a long-running daemon has (retention / tick interval
     samples, stamped in the past), so RSS and decide time are the steady state, not a cold start.
+
+    Only public window API is used (`add`, `latest`), so this follows any storage layout; the
+    past-stamped copies are dropped as soon as they are added (only the latest sample is kept).
     """
     from dataclasses import replace
 
@@ -75,10 +109,71 @@ def _fill_windows(gov: Any, store_cls: Any, interval_s: float) -> None:
         latest = old.get(key).latest
         if latest is None:
             continue
+        window = new.get(key)
         for k in range(steps, 0, -1):
-            new.add(key, replace(latest, at=latest.at - k * interval_s))
-        new.add(key, latest)
+            window.add(replace(latest, at=latest.at - k * interval_s))
+        window.add(latest)
     gov.windows = new
+
+
+class _GcTimer:
+    """Wall time and count of garbage collections per generation, via `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self._t0 = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self.collected = [0, 0, 0]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+            return
+        gen = info["generation"]
+        self.seconds[gen] += time.perf_counter() - self._t0
+        self.count[gen] += 1
+        self.collected[gen] += info["collected"]
+
+    def take(self) -> dict[str, Any]:
+        """The figures since the last `take` (one tick's)."""
+        out = {
+            "gc_s": sum(self.seconds),
+            "gc_gen_s": list(self.seconds),
+            "gc_gen_count": list(self.count),
+            "gc_gen_collected": list(self.collected),
+        }
+        self._reset()
+        return out
+
+
+def _top(snapshot: tracemalloc.Snapshot, limit: int = 25) -> list[str]:
+    """The biggest allocation sites of a snapshot, one line each, biggest first."""
+    snapshot = snapshot.filter_traces(
+        (
+            tracemalloc.Filter(False, tracemalloc.__file__),
+            tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+        )
+    )
+    stats = snapshot.statistics("lineno")
+    total = sum(st.size for st in stats)
+    lines = [f"total {total / 2**20:.1f} MiB in {sum(st.count for st in stats):,} blocks"]
+    for st in stats[:limit]:
+        frame = st.traceback[0]
+        where = f"{Path(frame.filename).name}:{frame.lineno}"
+        lines.append(
+            f"{st.size / 2**20:8.1f} MiB {st.count:>10,} blocks  {where:<34} "
+            f"{_source_line(frame.filename, frame.lineno)}"
+        )
+    return lines
+
+
+def _source_line(filename: str, lineno: int) -> str:
+    import linecache
+
+    return linecache.getline(filename, lineno).strip()[:90]
 
 
 async def _worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,6 +188,11 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     from controller.store import StateStore
     from controller.windows import WindowStore
 
+    if args.tracemalloc:
+        tracemalloc.start(args.tracemalloc)
+    gc_timer = _GcTimer()
+    if args.gc_stats:
+        gc.callbacks.append(gc_timer)
     tmp = Path(tempfile.mkdtemp(prefix="govbench-"))
     log_path = tmp / "governor.log"
     log_file = log_path.open("w")  # kept open for the whole run
@@ -119,6 +219,8 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     store = StateStore(settings.state.path)
     cost = CostTracker.open(settings) if args.ledger else None
     acc: dict[str, list[float]] = {}  # phase -> [wall, cpu] of the current tick
+    rss: dict[str, float] = {}  # phase -> RSS MB right after it, in the current tick
+    peak_snapshot: list[tracemalloc.Snapshot] | None = None  # armed for the last tick only
 
     def timed(phase: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapper(*a: Any, **kw: Any) -> Any:
@@ -129,6 +231,9 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
                 slot = acc.setdefault(phase, [0.0, 0.0])
                 slot[0] += time.perf_counter() - w
                 slot[1] += time.process_time() - c
+                rss[phase] = _rss_mb()
+                if phase == "scrape" and peak_snapshot is not None:
+                    peak_snapshot.append(tracemalloc.take_snapshot())
 
         return wrapper
 
@@ -156,6 +261,8 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     store.save_memory = save_timed  # type: ignore[method-assign]
 
     ticks: list[dict[str, Any]] = []
+    peak_reset = False
+    report: Any = None
     profiler = None
     metrics = Metrics()  # as in the daemon: every API call and decision is counted
     async with make_client(settings, metrics=metrics) as client:
@@ -163,7 +270,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
             settings, clock=WallClock(), client=client, store=store, cost=cost, metrics=metrics
         )
         gov._discover = timed("list", gov._discover)  # type: ignore[method-assign]
-        gov.scraper.scrape = timed("scrape", gov.scraper.scrape)  # type: ignore[method-assign]
+        gov.scraper.scrape_into = timed("scrape", gov.scraper.scrape_into)  # type: ignore[method-assign]
         gov._decide_and_act = timed("decide", gov._decide_and_act)  # type: ignore[method-assign]
         for i in range(args.ticks + 1):
             if i == 1 and args.profile:
@@ -172,6 +279,11 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
                 profiler = cProfile.Profile()
                 profiler.enable()
             acc.clear()
+            rss.clear()
+            if i == args.ticks and args.tracemalloc:
+                peak_snapshot = []
+            report = None  # the previous tick's report (10,000 entries) is not this tick's memory
+            gc_timer.take()
             w, c = time.perf_counter(), time.process_time()
             report = await gov.tick()
             wall, cpu = time.perf_counter() - w, time.process_time() - c
@@ -183,21 +295,52 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
                 "namespace_errors": len(report.namespace_errors),
                 "actions": sum(1 for e in report.entries if e.decision.acts),
                 "rss_mb": _rss_mb(),
+                **{f"rss_{phase}_mb": v for phase, v in rss.items()},
             }
+            if args.gc_stats:
+                entry.update(gc_timer.take())
             for phase in PHASES:
                 pw, pc = acc.get(phase, [0.0, 0.0])
                 entry[f"{phase}_wall_s"], entry[f"{phase}_cpu_s"] = pw, pc
             ticks.append(entry)
-            if i == 0 and args.fill_windows:
-                _fill_windows(gov, WindowStore, settings.loop.tick_interval_s)
+            if i == 0:
+                if args.fill_windows:
+                    _fill_windows(gov, WindowStore, settings.loop.tick_interval_s)
+                if args.gc == "disable":
+                    gc.disable()
+                elif args.gc == "freeze":
+                    gc.collect()
+                    gc.freeze()
+                elif args.gc == "tuned":
+                    gc.collect()
+                    gc.freeze()
+                    gc.set_threshold(50_000, *gc.get_threshold()[1:])
+                peak_reset = _reset_peak_rss()
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
+        diagnostics: dict[str, Any] = {}
+        if args.gc_stats:
+            diagnostics["gc_tracked_objects"] = len(gc.get_objects())
+            diagnostics["gc_frozen_objects"] = gc.get_freeze_count()
+            diagnostics["gc_thresholds"] = list(gc.get_threshold())
+        if args.tracemalloc:
+            after = tracemalloc.take_snapshot()
+            if peak_snapshot:
+                diagnostics["tracemalloc_at_peak"] = _top(peak_snapshot[0])
+            diagnostics["tracemalloc_after_tick"] = _top(after)
+            diagnostics["tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+            del after, peak_snapshot
     store.close()
     if cost is not None:
         cost.close()
     log_file.close()
-    return {"ticks": ticks, "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "ticks": ticks,
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_scope": "measured ticks" if peak_reset else "whole process",
+        "diagnostics": diagnostics,
+    }
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -256,9 +399,38 @@ def _summary(n: int, run: dict[str, Any], knobs: dict[str, Any]) -> dict[str, An
         "namespace_errors": max(t["namespace_errors"] for t in run["ticks"]),
         "decided": min(t["endpoints"] for t in run["ticks"]),
         "peak_rss_mb": run["peak_rss_mb"],
+        "peak_rss_scope": run.get("peak_rss_scope", "whole process"),
         "rss_after_mb": run["ticks"][-1]["rss_mb"],
         "fits_15s_tick": wall < 15.0,
+        **{k: med[k] for k in med if k.startswith(("rss_", "gc_s"))},
+        "diagnostics": run.get("diagnostics", {}),
+        "per_tick": run["ticks"],
     }
+
+
+def _diagnostics(run: dict[str, Any]) -> list[str]:
+    """Human-readable GC and tracemalloc figures of one worker run (empty when not asked for)."""
+    out: list[str] = []
+    diag = run.get("diagnostics", {})
+    for n, t in enumerate(run["ticks"]):
+        if "gc_s" in t:
+            gens = ", ".join(
+                f"gen{g} {t['gc_gen_count'][g]}x {t['gc_gen_s'][g]:.2f}s "
+                f"{t['gc_gen_collected'][g]:,} freed"
+                for g in range(3)
+            )
+            out.append(
+                f"  tick {n}: cpu {t['cpu_s']:.2f} s, gc {t['gc_s']:.2f} s ({gens}); RSS MB "
+                + " ".join(f"{p} {t[f'rss_{p}_mb']:.0f}" for p in PHASES if f"rss_{p}_mb" in t)
+            )
+    for key in ("gc_tracked_objects", "gc_frozen_objects", "tracemalloc_peak_mib"):
+        if key in diag:
+            out.append(f"  {key}: {diag[key]:,.0f}")
+    for key in ("tracemalloc_at_peak", "tracemalloc_after_tick"):
+        if key in diag:
+            out.append(f"  {key}:")
+            out.extend(f"    {line}" for line in diag[key])
+    return out
 
 
 def _start_fleet(n: int, core: int | None, extra: list[str]) -> tuple[subprocess.Popen, str]:
@@ -307,6 +479,11 @@ def _run_worker(url: str, core: int | None, args: argparse.Namespace, **knobs: A
         cmd.append("--no-fill-windows")
     if args.profile:
         cmd += ["--profile", args.profile]
+    if args.tracemalloc:
+        cmd += ["--tracemalloc", str(args.tracemalloc)]
+    if args.gc_stats:
+        cmd.append("--gc-stats")
+    cmd += ["--gc", args.gc]
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f"worker failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -331,8 +508,11 @@ def _driver(args: argparse.Namespace) -> dict[str, Any]:
                 run = _run_worker(url, gov_core, args, **knobs)
                 row = _summary(n, run, {k: v for k, v in knobs.items() if k != "ticks"})
                 row["loadavg_1m_before_after"] = [load_before, os.getloadavg()[0]]
+                row["gc"] = args.gc
                 results.append(row)
                 print(_line(row), file=sys.stderr, flush=True)
+                for text in _diagnostics(run):
+                    print(text, file=sys.stderr, flush=True)
         finally:
             _stop_fleet(proc)
     return {
@@ -432,6 +612,23 @@ def main() -> None:
     )
     p.add_argument("--live", action="store_true", help="emulator time keeps moving")
     p.add_argument("--profile", help="cProfile the measured ticks of each worker to this file")
+    p.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace allocations (FRAMES deep), print the top sites (slow: no CPU figures)",
+    )
+    p.add_argument(
+        "--gc-stats", action="store_true", help="time garbage collections per tick and generation"
+    )
+    p.add_argument(
+        "--gc",
+        choices=("default", "disable", "freeze", "tuned"),
+        default="default",
+        help="after the warm-up tick: leave GC alone, gc.disable(), gc.freeze() the heap, or "
+        "freeze and collect the young generation every 50,000 allocations instead of 700",
+    )
     p.add_argument("--out", help="write OUT.json (and print the table)")
     p.add_argument("--render", metavar="JSON", help="print the Markdown tables of a result file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -152,13 +152,16 @@ class Governor:
                     report.unmanaged.append(ep.key)
             # Paused and scaled-to-zero endpoints have no replicas to report: do not scrape them.
             live = [ep for ep in managed if ep.state in _SCRAPED]
-            results = await self.scraper.scrape([(ep.namespace or "", ep.name) for ep in live])
-            for key, res in results.items():
+
+            def collect(key: str, res: FeedSample | FeedError) -> None:
                 if isinstance(res, FeedSample):
                     self.windows.add(key, res)
-                elif isinstance(res, FeedError):
+                else:
                     report.feed_errors[key] = f"{res.reason}: {res}"
                     self.metrics.scrape_errors.labels(res.reason).inc()
+
+            await self.scraper.scrape_into([(ep.namespace or "", ep.name) for ep in live], collect)
+            del live
             self.windows.forget_except({ep.key for ep in managed})
             # Decision time is read once, after collection, so this tick's samples count.
             decided_at = self.clock.now()
