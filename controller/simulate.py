@@ -70,6 +70,8 @@ TOKEN = "hf_simulate_token"
 BOT = UserRef(id="u-governor", name="governor-bot")
 T0 = 1_700_000_040.0  # a whole minute, so buckets and billing minutes line up
 KINDS = ("platform", "static", "governor", "oracle")
+# burst_floor candidates of Governor's tuning grid (its other parameters at their defaults).
+BURST_HEADROOM = (1.0, 1.25, 1.5, 1.75, 2.0)
 
 
 @dataclass
@@ -213,10 +215,26 @@ def default_policies(cfg: SimConfig) -> list[PolicySpec]:
                 }
                 for t in grid
                 for down in (300, 1800)
+            ]
+            + [
+                {
+                    "defaults": {
+                        "scale_down_stabilization_s": 300,
+                        "policies": {
+                            "pending_requests": {"target_per_replica": float(conc)},
+                            "burst_floor": {
+                                "target_per_replica": float(conc),
+                                "headroom": h,
+                            },
+                        },
+                    }
+                }
+                for h in BURST_HEADROOM
             ],
             description="pending_requests with panic window; target_per_replica (0.5, 0.75, 1 x "
-            "concurrency) and scale-down stabilisation (300, 1800 s) tuned per trace: the "
-            "cheapest candidate meeting the SLO, else the best attainment",
+            "concurrency) and scale-down stabilisation (300, 1800 s), or pending_requests at 1 x "
+            "concurrency (300 s) with burst_floor (headroom 1.5, 1.75, 2; its other defaults); "
+            "tuned per trace: the cheapest candidate meeting the SLO, else the best attainment",
         ),
         PolicySpec(
             "oracle", "oracle", description="cheapest schedule meeting the SLO (future known)"
