@@ -365,7 +365,15 @@ def _machine() -> dict[str, Any]:
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         mem = f"{int(f.readline().split()[1]) // 1024} MiB"
     pkgs = {}
-    for name in ("httpx", "httpcore", "prometheus_client", "pydantic", "uvicorn", "starlette"):
+    for name in (
+        "aiohttp",
+        "httpx",
+        "httpcore",
+        "prometheus_client",
+        "pydantic",
+        "uvicorn",
+        "starlette",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             pkgs[name] = metadata.version(name)
     return {

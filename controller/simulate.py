@@ -233,7 +233,8 @@ def default_policies(cfg: SimConfig) -> list[PolicySpec]:
             ],
             description="pending_requests with panic window; target_per_replica (0.5, 0.75, 1 x "
             "concurrency) and scale-down stabilisation (300, 1800 s), or pending_requests at 1 x "
-            "concurrency (300 s) with burst_floor (headroom 1.5, 1.75, 2; its other defaults); "
+            "concurrency (300 s) with burst_floor (headroom "
+            f"{', '.join(f'{h:g}' for h in BURST_HEADROOM)}; its other defaults); "
             "tuned per trace: the cheapest candidate meeting the SLO, else the best attainment",
         ),
         PolicySpec(
