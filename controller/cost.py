@@ -46,6 +46,7 @@ __all__ = [
     "held_accelerators",
     "hour_of_week",
     "month_bounds",
+    "period_slots",
     "pricing_version",
     "project_spend",
     "quota_lines",
@@ -248,6 +249,24 @@ class Profile:
         return Profile({}, {})
 
 
+@lru_cache(maxsize=8)
+def period_slots(start: float, end: float, tz: ZoneInfo) -> tuple[tuple[int, float], ...]:
+    """Hours of [start, end) per hour-of-week slot, as (slot, hours) pairs in first-seen order.
+
+    The split is the same for every endpoint of a tick (same period, same zone), so it is computed
+    once per tick and period instead of once per endpoint: at 10,000 endpoints, walking a month's
+    remaining hours per endpoint cost ~5 s of CPU per tick.
+    """
+    hours: dict[int, float] = {}
+    t = start
+    while t < end:
+        nxt = min(end, (math.floor(t / 3600.0) + 1) * 3600.0)
+        slot = hour_of_week(t, tz)
+        hours[slot] = hours.get(slot, 0.0) + (nxt - t) / 3600.0
+        t = nxt
+    return tuple(hours.items())
+
+
 def project_spend(
     start: float,
     end: float,
@@ -264,15 +283,17 @@ def project_spend(
         return None
     if end <= start:
         return 0.0
+    # `Profile.mean` inlined: this runs twice per endpoint per tick, over up to 168 slots.
+    base = max(current_replicas, floor)
+    seconds, replica_s = profile.seconds, profile.replica_s
     total = 0.0
-    t = start
-    while t < end:
-        nxt = min(end, (math.floor(t / 3600.0) + 1) * 3600.0)
-        mean = profile.mean(hour_of_week(t, tz), min_slot_s=min_slot_s)
-        reps = max(current_replicas if mean is None else mean, floor)
-        total += reps * usd_per_hour * (nxt - t) / 3600.0
-        t = nxt
-    return total
+    for slot, hours in period_slots(start, end, tz):
+        secs = seconds.get(slot, 0.0)
+        if secs < min_slot_s:
+            total += base * hours
+        else:
+            total += max(replica_s.get(slot, 0.0) / secs, floor) * hours
+    return total * usd_per_hour
 
 
 def forecast_period(

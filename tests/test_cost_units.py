@@ -3,16 +3,20 @@ book overrides and configuration errors."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.cost import (
     BudgetLevel,
     PriceBook,
     Profile,
     budget_status,
+    hour_of_week,
     month_bounds,
     project_spend,
     quota_lines,
@@ -64,6 +68,44 @@ def test_forecast_error_on_replayed_periodic_load(tmp_path):
     naive = lg.spend(m0, mid)["org/chat"].usd + 1 * L4 * (m1 - mid) / 3600
     assert abs(naive - realised) / realised > 0.1
     lg.close()
+
+
+def _walk_projection(start, end, *, usd_per_hour, profile, current_replicas, floor, tz):
+    """The projection as first written: one step per UTC hour, slot looked up per step."""
+    total, t = 0.0, start
+    while t < end:
+        nxt = min(end, (math.floor(t / 3600.0) + 1) * 3600.0)
+        mean = profile.mean(hour_of_week(t, tz), min_slot_s=1800.0)
+        total += (
+            max(current_replicas if mean is None else mean, floor)
+            * usd_per_hour
+            * ((nxt - t) / 3600.0)
+        )
+        t = nxt
+    return total
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=st.floats(1.7e9, 1.9e9),
+    span=st.floats(0, 40 * 86_400),
+    tz=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]),
+    slots=st.dictionaries(st.integers(0, 167), st.floats(0, 20), max_size=60),
+    seconds=st.floats(0, 7200),
+    current=st.floats(0, 20),
+    floor=st.floats(0, 5),
+    price=st.floats(0.01, 50),
+)
+def test_projection_by_slot_equals_the_hourly_walk(
+    start, span, tz, slots, seconds, current, floor, price
+):
+    """Grouping the period's hours by hour-of-week slot (computed once per tick for every
+    endpoint) projects the same spend as walking the period hour by hour."""
+    zone = ZoneInfo(tz)
+    profile = Profile({k: v * seconds for k, v in slots.items()}, {k: seconds for k in slots})
+    kw = dict(usd_per_hour=price, profile=profile, current_replicas=current, floor=floor, tz=zone)
+    fast = project_spend(start, start + span, **kw)
+    assert fast == pytest.approx(_walk_projection(start, start + span, **kw), rel=1e-9, abs=1e-9)
 
 
 def test_projection_falls_back_to_current_and_respects_floor():
