@@ -18,6 +18,7 @@ records spend and calls these functions to turn it into forecasts and budget lev
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -34,11 +35,13 @@ from controller.models import Endpoint, EndpointState
 from controller.pricing import PriceRow, load_pricing
 
 __all__ = [
+    "SLOTS_PER_WEEK",
     "BudgetLevel",
     "PriceBook",
     "PriceDiff",
     "Profile",
     "QuotaLine",
+    "SlotArray",
     "billed_replicas",
     "budget_status",
     "day_bounds",
@@ -231,12 +234,26 @@ def billed_replicas(ep: Endpoint) -> int:
 # -- forecast -----------------------------------------------------------------------------------
 
 
+SLOTS_PER_WEEK = 7 * 24
+
+
+class SlotArray(array):
+    """Doubles indexed by hour-of-week slot, readable like the `Mapping` a `Profile` holds."""
+
+    @classmethod
+    def zeros(cls) -> SlotArray:
+        return cls("d", bytes(8 * SLOTS_PER_WEEK))
+
+    def get(self, slot: int, default: float = 0.0) -> float:
+        return self[slot] if 0 <= slot < len(self) else default
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     """Observed billed replicas per hour-of-week slot: replica-seconds and seconds observed."""
 
-    replica_s: Mapping[int, float]
-    seconds: Mapping[int, float]
+    replica_s: Mapping[int, float] | SlotArray
+    seconds: Mapping[int, float] | SlotArray
 
     def mean(self, slot: int, *, min_slot_s: float) -> float | None:
         secs = self.seconds.get(slot, 0.0)

@@ -70,6 +70,36 @@ def test_forecast_error_on_replayed_periodic_load(tmp_path):
     lg.close()
 
 
+def test_profile_mirror_matches_the_table(tmp_path):
+    """The writing ledger keeps its profiles in memory after the first read; they must stay what
+    a fresh read of the table gives (checked through a read-only ledger on the same file)."""
+    path = tmp_path / "l.sqlite"
+    lg = Ledger(path, prices=PriceBook(), tick_interval_s=600.0)
+    t = datetime(2027, 3, 1, 7, tzinfo=UTC).timestamp()
+
+    def fleet(t: float) -> list:
+        return [
+            endpoint(target=_weekly(t), namespace="org", name="chat"),
+            endpoint(target=(int(t // 3600) % 3), namespace="org", name="batch"),
+        ]
+
+    for i in range(200):  # ~33 hours in 600 s steps, first read half-way
+        lg.observe(fleet(t), now=t)
+        if i == 100:
+            assert lg.profiles()  # reads the table, then mirrors it
+        t += 600.0
+    mine = lg.profiles()
+    fresh = Ledger(path, prices=PriceBook(), tick_interval_s=600.0, readonly=True).profiles()
+    assert set(mine) == set(fresh) == {"org/chat", "org/batch"}
+    for key, prof in fresh.items():
+        for slot in range(7 * 24):
+            assert mine[key].seconds.get(slot, 0.0) == pytest.approx(prof.seconds.get(slot, 0.0))
+            assert mine[key].replica_s.get(slot, 0.0) == pytest.approx(
+                prof.replica_s.get(slot, 0.0)
+            )
+    assert sum(fresh["org/chat"].seconds.get(s, 0.0) for s in range(168)) > 30 * 3600
+
+
 def _walk_projection(start, end, *, usd_per_hour, profile, current_replicas, floor, tz):
     """The projection as first written: one step per UTC hour, slot looked up per step."""
     total, t = 0.0, start
