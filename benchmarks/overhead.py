@@ -50,11 +50,12 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 sys.path.insert(0, str(ROOT))
 
 PHASES = ("list", "scrape", "parse", "decide", "persist")
@@ -346,38 +347,15 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- driver
 
 
-def _cores() -> tuple[int | None, int | None]:
-    """(Governor's core, the emulator's core), or Nones when there are fewer than two."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None, None
-    cpus = sorted(os.sched_getaffinity(0))
-    return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
-
-
 def _machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     mem = "unknown"
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         mem = f"{int(f.readline().split()[1]) // 1024} MiB"
-    pkgs = {}
-    for name in (
-        "aiohttp",
-        "httpx",
-        "httpcore",
-        "prometheus_client",
-        "pydantic",
-        "uvicorn",
-        "starlette",
-    ):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            pkgs[name] = metadata.version(name)
+    pkgs = harness.versions(
+        ("aiohttp", "httpx", "httpcore", "prometheus_client", "pydantic", "uvicorn", "starlette")
+    )
     return {
-        "cpu": model,
+        "cpu": harness.cpu_model(),
         "cores": os.cpu_count(),
         "memory": mem,
         "kernel": platform.release(),
@@ -441,30 +419,6 @@ def _diagnostics(run: dict[str, Any]) -> list[str]:
     return out
 
 
-def _start_fleet(n: int, core: int | None, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "fleet.py"), "--endpoints", str(n), *extra]
-    if core is not None:
-        cmd += ["--cpu", str(core)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"emulator did not start: {line!r}")
-    return proc, line.split()[1]
-
-
-def _stop_fleet(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(Exception):
-        assert proc.stdin is not None
-        proc.stdin.close()  # the fleet exits when its stdin closes
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def _run_worker(url: str, core: int | None, args: argparse.Namespace, **knobs: Any) -> dict:
     cmd = [
         sys.executable,
@@ -499,11 +453,11 @@ def _run_worker(url: str, core: int | None, args: argparse.Namespace, **knobs: A
 
 
 def _driver(args: argparse.Namespace) -> dict[str, Any]:
-    gov_core, emu_core = _cores()
+    gov_core, emu_core = harness.cores()
     results = []
     fleet_args = ["--live"] if args.live else []
     for n in args.sizes:
-        proc, url = _start_fleet(n, emu_core, fleet_args)
+        proc, url = harness.start_fleet(n, emu_core, fleet_args)
         try:
             for conc in args.concurrency if n <= args.sweep_max else args.concurrency[:1]:
                 ticks = args.ticks if n < 10_000 else max(3, min(args.ticks, args.ticks_10k))
@@ -522,7 +476,7 @@ def _driver(args: argparse.Namespace) -> dict[str, Any]:
                 for text in _diagnostics(run):
                     print(text, file=sys.stderr, flush=True)
         finally:
-            _stop_fleet(proc)
+            harness.stop_fleet(proc)
     return {
         "machine": _machine(),
         "pinning": {"governor_core": gov_core, "emulator_core": emu_core},

@@ -29,11 +29,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 sys.path.insert(0, str(ROOT))
 
 from prometheus_client.openmetrics.parser import (  # noqa: E402
@@ -163,19 +164,13 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return {
-        "cpu": cpu,
+        "cpu": harness.cpu_model(),
         "cores": os.cpu_count(),
         "system": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "load_avg_1m": os.getloadavg()[0],
-        "packages": {p: metadata.version(p) for p in ("prometheus_client", "hypothesis")},
+        "packages": harness.versions(("prometheus_client", "hypothesis")),
     }
 
 

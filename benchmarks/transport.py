@@ -31,15 +31,15 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
@@ -169,56 +169,16 @@ def _summarise(rounds: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def _machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    pkgs = {}
-    for name in ("httpx", "httpcore", "aiohttp", "yarl", "multidict", "uvicorn", "starlette"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            pkgs[name] = metadata.version(name)
+    pkgs = harness.versions(
+        ("httpx", "httpcore", "aiohttp", "yarl", "multidict", "uvicorn", "starlette")
+    )
     return {
-        "cpu": model,
+        "cpu": harness.cpu_model(),
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "packages": pkgs,
     }
-
-
-def _start_fleet(args: argparse.Namespace, core: int | None) -> tuple[subprocess.Popen, str]:
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "fleet.py"),
-        "--endpoints",
-        str(args.endpoints),
-        "--port",
-        "0",
-        "--replicas",
-        str(args.replicas),
-    ]
-    if core is not None:
-        cmd += ["--cpu", str(core)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"emulator did not start: {line!r}")
-    return proc, line.split()[1]
-
-
-def _stop_fleet(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(Exception):
-        assert proc.stdin is not None
-        proc.stdin.close()  # the fleet exits when its stdin closes
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _render(data: dict[str, Any]) -> str:
@@ -290,16 +250,17 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "transport")
     args = p.parse_args()
 
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    client_core, emu_core = (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
+    client_core, emu_core = harness.cores()
     t0 = time.perf_counter()
-    proc, url = _start_fleet(args, emu_core)
+    proc, url = harness.start_fleet(
+        args.endpoints, emu_core, ["--port", "0", "--replicas", str(args.replicas)]
+    )
     try:
         if client_core is not None:
             os.sched_setaffinity(0, {client_core})
         results = asyncio.run(_measure(args, url))
     finally:
-        _stop_fleet(proc)
+        harness.stop_fleet(proc)
     data = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
