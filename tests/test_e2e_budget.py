@@ -244,8 +244,10 @@ def test_budget_degrade_holds_until_the_forecast_is_back_under_the_alert_line():
     pol = BudgetPolicy(BudgetParams(degrade_ceiling=1))
     ep = endpoint(target=3)
     memory: dict[str, Any] = {}
-    seen = []
-    for level, spend in [(1, 10.0), (2, 20.0), (1, 21.0), (2, 22.0), (1, 23.0), (0, 24.0)]:
+
+    def step(level: int, spend: float) -> Any:
+        """One tick of the policy at this budget level and spend, carrying its memory."""
+        nonlocal memory
         view = EndpointView(
             key=ep.key,
             endpoint=ep,
@@ -266,6 +268,11 @@ def test_budget_degrade_holds_until_the_forecast_is_back_under_the_alert_line():
         )
         prop = pol.propose(view, 0.0)
         memory = dict(prop.memory) if prop.memory is not None else memory
+        return prop
+
+    seen = []
+    for level, spend in [(1, 10.0), (2, 20.0), (1, 21.0), (2, 22.0), (1, 23.0), (0, 24.0)]:
+        prop = step(level, spend)
         seen.append((prop.reason, prop.ceiling))
     assert seen == [
         ("budget_alert", None),
@@ -277,24 +284,5 @@ def test_budget_degrade_holds_until_the_forecast_is_back_under_the_alert_line():
     ]
     # A new period: spend is lower than when the degrade began, so an alert is only an alert.
     for level, spend in [(2, 50.0), (1, 1.0)]:
-        view = EndpointView(
-            key=ep.key,
-            endpoint=ep,
-            window=None,
-            current=3,
-            ready=3,
-            floor=1,
-            ceiling=3,
-            memory=memory,
-            spend=SpendView(
-                scope="tag:t",
-                period="day",
-                level=level,
-                cap_usd=100.0,
-                spend_usd=spend,
-                forecast_usd=90.0,
-            ),
-        )
-        prop = pol.propose(view, 0.0)
-        memory = dict(prop.memory) if prop.memory is not None else memory
+        prop = step(level, spend)
     assert (prop.reason, prop.ceiling) == ("budget_alert", None)
