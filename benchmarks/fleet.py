@@ -37,7 +37,7 @@ from controller.emulator.app import EmulatorConfig
 from controller.emulator.load import Constant
 from controller.emulator.platform import Platform, SimParams
 from controller.emulator.server import EmulatorServer
-from controller.models import UserRef
+from controller.platform.models import UserRef
 
 NAMESPACE = "bench"
 TOKEN = "bench-token"

@@ -11,10 +11,10 @@
 For each size N the driver starts the emulator (`benchmarks/fleet.py`) in its own process with N
 running endpoints, then runs Governor in a second, fresh process (so the peak RSS is per run). With
 two or more cores the emulator is pinned to core 1 and Governor to core 0, so the emulator's CPU is
-not Governor's. Governor is the production object (`controller.loop.Governor`) in dry-run, with the
-real `EndpointsClient` (httpx) over loopback HTTP, the real `Scraper`/`parse_feed`, the windows,
-the policies and the combiner, a real SQLite state store and JSON logging at level info (to a
-file). The cost ledger is off (it is a separate observer; `--ledger` turns it on).
+not Governor's. Governor is the production object (`controller.daemon.loop.Governor`) in dry-run,
+with the real `EndpointsClient` (httpx) over loopback HTTP, the real `Scraper`/`parse_feed`, the
+windows, the policies and the combiner, a real SQLite state store and JSON logging at level info
+(to a file). The cost ledger is off (it is a separate observer; `--ledger` turns it on).
 
 One warm-up tick (it opens the connection pool and fills the windows), then `--ticks` measured
 ticks back to back. Every phase of a tick is timed in wall and CPU seconds by wrapping the
@@ -178,16 +178,16 @@ def _source_line(filename: str, lineno: int) -> str:
 
 
 async def _worker(args: argparse.Namespace) -> dict[str, Any]:
-    import controller.scrape as scrape_mod
-    from controller.cli import make_client
+    import controller.platform.scrape as scrape_mod
     from controller.clock import WallClock
-    from controller.exporter import Metrics
-    from controller.ledger import CostTracker
+    from controller.cost.ledger import CostTracker
+    from controller.daemon.exporter import Metrics
+    from controller.daemon.loop import Governor
+    from controller.daemon.store import StateStore
     from controller.logs import configure_logging
-    from controller.loop import Governor
+    from controller.platform.client import make_client
+    from controller.platform.windows import WindowStore
     from controller.settings import load_settings
-    from controller.store import StateStore
-    from controller.windows import WindowStore
 
     if args.tracemalloc:
         tracemalloc.start(args.tracemalloc)
@@ -266,7 +266,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     report: Any = None
     profiler = None
     metrics = Metrics()  # as in the daemon: every API call and decision is counted
-    async with make_client(settings, metrics=metrics) as client:
+    async with make_client(settings, on_call=metrics.record_call) as client:
         gov = Governor(
             settings, clock=WallClock(), client=client, store=store, cost=cost, metrics=metrics
         )

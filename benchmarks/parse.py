@@ -1,4 +1,6 @@
-"""Feed parsing cost: prometheus_client's parsers vs `controller.fastparse`, per feed, one core.
+"""Feed parsing cost: prometheus_client's parsers vs the fast parser, per feed, one core.
+
+The fast parser is `controller.platform.fastparse`.
 
     python benchmarks/parse.py                                   # print the table (~40 s)
     python benchmarks/parse.py --out benchmarks/results/parse    # also write parse.{md,json}
@@ -42,12 +44,12 @@ from prometheus_client.openmetrics.parser import (  # noqa: E402
 )
 from prometheus_client.parser import text_string_to_metric_families as text_families  # noqa: E402
 
-import controller.scrape as scrape  # noqa: E402
+import controller.platform.scrape as scrape  # noqa: E402
 from controller.emulator.load import Constant  # noqa: E402
 from controller.emulator.platform import Platform, SimParams  # noqa: E402
-from controller.fastparse import parse_text  # noqa: E402
 from controller.logs import configure_logging  # noqa: E402
-from controller.models import UserRef  # noqa: E402
+from controller.platform.fastparse import parse_text  # noqa: E402
+from controller.platform.models import UserRef  # noqa: E402
 from tests.test_scrape import DOCS_SAMPLE  # noqa: E402
 
 T0 = 1_790_000_000.0

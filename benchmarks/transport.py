@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 
-from controller.client import EndpointsClient  # noqa: E402
+from controller.platform.client import EndpointsClient  # noqa: E402
 
 NAMESPACE = "bench"  # as benchmarks/fleet.py serves it
 TOKEN = "bench-token"

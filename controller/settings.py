@@ -30,9 +30,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from controller.core.params import EndpointSettings
+from controller.cost.pricing import load_pricing
 from controller.errors import ConfigError, validation_lines
-from controller.pricing import load_pricing
-from controller.scrape import FeedMapping
+from controller.platform.signals import FeedMapping
+from policies.registry import build_policy
 
 __all__ = [
     "ApiSettings",
@@ -51,6 +53,7 @@ __all__ = [
     "Settings",
     "format_validation_error",
     "load_settings",
+    "validate_policy_config",
 ]
 
 REAL_API = "https://api.endpoints.huggingface.cloud/v2"
@@ -142,44 +145,6 @@ class StateSettings(_Strict):
 class LogSettings(_Strict):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-class EndpointSettings(_Strict):
-    """Per-endpoint behaviour; `defaults` and each matching rule are merged in order."""
-
-    floor: int = Field(1, ge=0, le=1000, description="Never fewer replicas than this.")
-    ceiling: int = Field(10, ge=1, le=1000, description="Never more replicas than this.")
-    scale_up_stabilization_s: float = Field(
-        0.0, ge=0, le=3600, description="Scale up to the lowest recommendation of this window."
-    )
-    scale_down_stabilization_s: float = Field(
-        300.0,
-        ge=0,
-        le=86400,
-        description="Scale down only to the highest recommendation of this window.",
-    )
-    policies: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"pending_requests": {}},
-        description="Policy name -> parameters (validated by the policy's Params model).",
-    )
-    priority: int = Field(0, ge=-1000, le=1000, description="Higher wins quota arbitration.")
-    max_step_up: int | None = Field(None, ge=1, description="Most replicas added per action.")
-    max_step_down: int | None = Field(None, ge=1, description="Most replicas removed per action.")
-    min_action_interval_s: float = Field(
-        0.0, ge=0, le=86400, description="No scaling action sooner than this after the last one."
-    )
-    human_backoff_s: float = Field(
-        1800.0,
-        ge=0,
-        le=7 * 86400,
-        description="Hands off an endpoint for this long after someone else changed it.",
-    )
-
-    @model_validator(mode="after")
-    def _bounds(self) -> EndpointSettings:
-        if self.floor > self.ceiling:
-            raise ValueError(f"floor ({self.floor}) must be <= ceiling ({self.ceiling})")
-        return self
 
 
 class DefaultsSettings(EndpointSettings):
@@ -477,7 +442,16 @@ def load_settings(
         raise ConfigError(f"{source}: {exc}") from None
     settings.token = _read_token(settings, env)
     if validate_policies:
-        from policies.registry import validate_policy_config
-
         validate_policy_config(settings)
     return settings
+
+
+def validate_policy_config(settings: Settings) -> None:
+    """Parse every configured policy's parameters now, so a bad one fails at start-up."""
+    for name, params in settings.defaults.policies.items():
+        build_policy(name, params, where=f"defaults.policies.{name}")
+    for i, rule in enumerate(settings.endpoints):
+        for name, params in (rule.policies or {}).items():
+            # A rule's params are merged over the defaults' params at use; validate the merge.
+            merged = {**settings.defaults.policies.get(name, {}), **params}
+            build_policy(name, merged, where=f"endpoints[{i}].policies.{name}")

@@ -2,7 +2,7 @@
 
 Policies do no I/O and read no clock; `now` is passed in and metric windows are already in memory.
 A proposal is either *demand* (a replica count) or a *constraint* (bounds, a scale-to-zero timeout
-or a state); the combiner in `controller.decide` turns all of them into one decision.
+or a state); the combiner in `controller.core` turns all of them into one decision.
 
 Context beyond the endpoint itself (how long it has been in its state, whether Governor paused it,
 GPU quota and the other endpoints competing for it, spend) is filled in by the loop. Every such
@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from controller.models import Endpoint, EndpointState
-from controller.windows import EndpointWindow
+from controller.platform.models import Endpoint, EndpointState
+from controller.platform.windows import EndpointWindow
 
 __all__ = [
     "EndpointView",
@@ -98,7 +98,7 @@ class FleetMember:
 class SpendView:
     """The most pressing budget covering this endpoint, as the cost ledger sees it.
 
-    `level` is `controller.cost.BudgetLevel` as an int (0 ok, 1 alert, 2 degrade, 3 hard);
+    `level` is `controller.cost.budget.BudgetLevel` as an int (0 ok, 1 alert, 2 degrade, 3 hard);
     money is None when unknown (an unpriced instance).
     """
 

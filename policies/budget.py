@@ -1,7 +1,7 @@
 """Budget caps: a degrade ladder driven by the cost ledger's spend and forecast.
 
 The loop gives the policy the worst budget level among the budgets that cover the endpoint
-(`view.spend`, computed by `controller.cost.budget_status` from the ledger):
+(`view.spend`, computed by `controller.cost.budget.budget_status` from the ledger):
 
 - `ok`: no opinion; if Governor paused the endpoint for budget, propose `running` again (the
   period was reset or the cap raised) - reason `budget_reset`.
@@ -28,7 +28,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.models import EndpointState
+from controller.platform.models import EndpointState
 from policies.base import EndpointView, Proposal, ProposalKind
 
 __all__ = ["BudgetParams", "BudgetPolicy"]

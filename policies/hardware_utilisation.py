@@ -27,7 +27,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.scrape import Signal
+from controller.platform.signals import Signal
 from policies.base import EndpointView, Proposal, ProposalKind
 
 __all__ = ["HardwareUtilisationParams", "HardwareUtilisationPolicy"]

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.models import EndpointState
+from controller.platform.models import EndpointState
 from policies.base import EndpointView, FleetMember, Proposal, ProposalKind, State
 
 __all__ = ["PauseToFreeQuotaParams", "PauseToFreeQuotaPolicy"]

@@ -17,10 +17,9 @@ from pydantic import BaseModel, ValidationError
 from controller.errors import ConfigError, validation_lines
 
 if TYPE_CHECKING:
-    from controller.settings import Settings
     from policies.base import Policy
 
-__all__ = ["build_policy", "get_policy_class", "policy_names", "validate_policy_config"]
+__all__ = ["build_policy", "get_policy_class", "policy_names"]
 
 GROUP = "governor.policies"
 _BUILTINS = {
@@ -77,14 +76,3 @@ def build_policy(name: str, params: dict[str, Any], *, where: str) -> Policy:
         lines += validation_lines(exc, prefix=f"{where}.")
         raise ConfigError("\n".join(lines)) from None
     return cls(parsed)
-
-
-def validate_policy_config(settings: Settings) -> None:
-    """Parse every configured policy's parameters now, so a bad one fails at start-up."""
-    for name, params in settings.defaults.policies.items():
-        build_policy(name, params, where=f"defaults.policies.{name}")
-    for i, rule in enumerate(settings.endpoints):
-        for name, params in (rule.policies or {}).items():
-            # A rule's params are merged over the defaults' params at use; validate the merge.
-            merged = {**settings.defaults.policies.get(name, {}), **params}
-            build_policy(name, merged, where=f"endpoints[{i}].policies.{name}")

@@ -17,18 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.cli import make_client
-from controller.client import EndpointsClient
 from controller.clock import VirtualClock
+from controller.cost.ledger import CostTracker
+from controller.daemon.exporter import Health, Metrics, MetricsServer, create_app
+from controller.daemon.loop import Governor, TickReport
+from controller.daemon.store import StateStore
 from controller.emulator.load import Constant, LoadPattern
 from controller.emulator.platform import Platform, SimParams
 from controller.emulator.server import EmulatorServer
-from controller.exporter import Health, Metrics, MetricsServer, create_app
-from controller.ledger import CostTracker
-from controller.loop import Governor, TickReport
-from controller.models import UserRef
+from controller.platform.client import EndpointsClient, make_client
+from controller.platform.models import UserRef
 from controller.settings import Settings, load_settings
-from controller.store import StateStore
 
 NS = "acme"
 TOKEN = "hf_test_governor_token_0123456789"
@@ -116,7 +115,7 @@ class World:
         async def sleep(s: float) -> None:
             self.sleeps.append(s)
 
-        return make_client(settings, metrics=metrics, sleep=sleep)
+        return make_client(settings, on_call=metrics.record_call if metrics else None, sleep=sleep)
 
     def governor(
         self,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.models import Endpoint
-from controller.scrape import FeedSample
-from controller.windows import EndpointWindow
+from controller.platform.models import Endpoint
+from controller.platform.signals import FeedSample
+from controller.platform.windows import EndpointWindow
 
 T0 = 1_800_000_000.0
 

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from controller.scrape import FeedSample
-from controller.windows import EndpointWindow
+from controller.platform.signals import FeedSample
+from controller.platform.windows import EndpointWindow
 from policies.base import EndpointView, FleetMember, QuotaView
 from tests.helpers import T0, endpoint
 

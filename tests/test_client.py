@@ -12,7 +12,6 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from controller.client import ROUTES, CallRecord, EndpointsClient, parse_retry_after
 from controller.errors import (
     ApiError,
     AuthError,
@@ -25,7 +24,8 @@ from controller.errors import (
     RejectedApiError,
     RetryableApiError,
 )
-from controller.models import EndpointState
+from controller.platform.client import ROUTES, CallRecord, EndpointsClient, parse_retry_after
+from controller.platform.models import EndpointState
 
 TOKEN = "hf_SeCrEtToKeN0123456789"
 BASE = "https://api.test/v2"
@@ -627,8 +627,8 @@ def test_parse_retry_after_date_without_date_header_uses_now():
 
 def test_public_names_exist():
     """Every name in __all__ is defined, including the new BadResponseError in errors."""
-    import controller.client as client_mod
     import controller.errors as errors_mod
+    import controller.platform.client as client_mod
 
     assert all(hasattr(client_mod, name) for name in client_mod.__all__)
     assert all(hasattr(errors_mod, name) for name in errors_mod.__all__)

@@ -22,8 +22,8 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from controller.client import CallRecord, EndpointsClient
 from controller.errors import AuthError, FeedUnavailable, RetryableApiError
+from controller.platform.client import CallRecord, EndpointsClient
 from tests.conftest import NS, TOKEN, World
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

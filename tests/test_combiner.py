@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from controller.decide import Action, EndpointMemory, Reason, decide
-from controller.models import UserRef
-from controller.settings import EndpointSettings
+from controller.core import Action, EndpointMemory, Reason, decide
+from controller.core.params import EndpointSettings
+from controller.platform.models import UserRef
 from policies.base import EndpointView, Proposal, ProposalKind
 from policies.pending_requests import PendingRequestsParams, PendingRequestsPolicy
 from tests.helpers import T0, endpoint, window

@@ -11,19 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.cost import (
-    BudgetLevel,
-    PriceBook,
-    Profile,
-    budget_status,
-    hour_of_week,
-    month_bounds,
-    project_spend,
-    quota_lines,
-    quota_usage,
-)
+from controller.cost.budget import BudgetLevel, budget_status
+from controller.cost.forecast import Profile, hour_of_week, month_bounds, project_spend
+from controller.cost.ledger import CostTracker, Ledger
+from controller.cost.pricing import PriceBook
+from controller.cost.quota import quota_lines, quota_usage
 from controller.errors import ConfigError
-from controller.ledger import CostTracker, Ledger
 from controller.settings import BudgetThresholds, QuotaLimit, load_settings
 from tests.helpers import endpoint
 

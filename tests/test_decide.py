@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.decide import Action, EndpointMemory, Reason, decide
-from controller.settings import EndpointSettings
+from controller.core import Action, EndpointMemory, Reason, decide
+from controller.core.params import EndpointSettings
 from policies.pending_requests import PendingRequestsParams, PendingRequestsPolicy
 from tests.helpers import T0, endpoint, window
 

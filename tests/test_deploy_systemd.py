@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.sdnotify import Notifier
+from controller.daemon.sdnotify import Notifier
 from tests.deploy_support import (
     DEPLOY,
     free_port,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from controller.actuator import ActionResult, Actuator
 from controller.clock import VirtualClock
-from controller.decide import Action, Reason, decide
+from controller.core import Action, Reason, decide
+from controller.daemon.actuator import ActionResult, Actuator
+from controller.daemon.exporter import Metrics
+from controller.daemon.store import StateStore
 from controller.emulator.load import Constant
-from controller.exporter import Metrics
-from controller.store import StateStore
 from policies.pending_requests import PendingRequestsParams, PendingRequestsPolicy
 from tests.conftest import HUMAN_TOKEN, NS, World
 from tests.helpers import window

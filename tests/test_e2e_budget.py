@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.actuator import ActionResult
-from controller.decide import Action, Reason
+from controller.core import Action, Reason
+from controller.cost.ledger import CostTracker
+from controller.daemon.actuator import ActionResult
+from controller.daemon.exporter import CostCollector, Metrics
 from controller.emulator.load import Constant
-from controller.exporter import CostCollector, Metrics
-from controller.ledger import CostTracker
 from tests.conftest import NS, World, make_world, metric
 
 # A Wednesday evening (UTC, the ledger's zone): four hours left in the budget's day.

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.actuator import ActionResult
-from controller.decide import Action, Reason
+from controller.core import Action, Reason
+from controller.cost.ledger import CostTracker
+from controller.daemon.actuator import ActionResult
+from controller.daemon.exporter import CostCollector, Metrics
 from controller.emulator.load import Constant
-from controller.exporter import CostCollector, Metrics
-from controller.ledger import CostTracker
 from tests.conftest import NS, World, make_world, metric
 
 BERLIN_WORKDAY = {
@@ -394,7 +394,7 @@ async def test_hardware_utilisation_scales_to_hpa_formula_count(world: World, in
 async def test_demo_runs_mixed_policies_and_never_touches_the_unmanaged_endpoint():
     """`governor demo` sped up (40 virtual minutes in about 4 s) prints its decisions and the
     summary table, scales up at least once, and makes no API write to the unmanaged endpoint."""
-    from controller.demo import run_demo
+    from controller.cli.demo import run_demo
 
     out = io.StringIO()
     assert await run_demo(speed=600, minutes=40, out=out) == 0
@@ -421,3 +421,20 @@ async def test_demo_runs_mixed_policies_and_never_touches_the_unmanaged_endpoint
     ups = [ln for ln in text.splitlines() if " scale_up " in ln and ln.endswith("=> applied")]
     assert ups, text
     assert int(rows["total"][1]) >= len(ups)
+
+
+async def test_demo_fast_is_the_same_for_the_same_seed():
+    """`governor demo --fast` (virtual time, same loopback HTTP) prints the same decisions and
+    summary twice for one seed, and a different run for another seed."""
+    from controller.cli.demo import run_demo
+
+    async def once(seed: int) -> str:
+        out = io.StringIO()
+        assert await run_demo(minutes=45, seed=seed, out=out, fast=True) == 0
+        return out.getvalue().split("\n", 1)[1]  # the first line names the random port
+
+    first, again, other = await once(7), await once(7), await once(8)
+    assert "Summary after 45 virtual minutes:" in first
+    assert " scale_up " in first
+    assert first == again
+    assert first != other

@@ -12,7 +12,7 @@ from controller.clock import VirtualClock
 from controller.emulator.load import Constant
 from controller.emulator.platform import Platform, PlatformConfig, SimParams
 from controller.emulator.server import EmulatorServer
-from controller.models import Endpoint, UserRef
+from controller.platform.models import Endpoint, UserRef
 
 T0 = 1_700_000_000.0
 NS = "acme"

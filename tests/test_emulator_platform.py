@@ -9,6 +9,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.cost.pricing import load_pricing, lookup_price
 from controller.emulator.load import (
     Burst,
     Constant,
@@ -20,8 +21,7 @@ from controller.emulator.load import (
 )
 from controller.emulator.platform import EmulatorError, Platform, PlatformConfig, SimParams
 from controller.emulator.scenario import build_platform, default_scenario
-from controller.models import Endpoint, UserRef
-from controller.pricing import load_pricing, lookup_price
+from controller.platform.models import Endpoint, UserRef
 
 T0 = 1_700_000_000.0
 NS = "acme"

@@ -14,6 +14,7 @@ MODULES = sorted(
     m.name
     for pkg in (controller, policies)
     for m in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg.__name__}.")
+    if not m.name.endswith(".__main__")  # runs the command line on import
 )
 
 

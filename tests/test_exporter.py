@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from controller.clock import VirtualClock
-from controller.exporter import EndpointGauges, Health, Metrics, create_app
+from controller.daemon.exporter import EndpointGauges, Health, Metrics, create_app
 
 
 async def get(app, path: str, **kw) -> httpx.Response:

@@ -26,16 +26,17 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as text_families
 
-import controller.scrape as scrape
+import controller.platform.scrape as scrape
+import controller.platform.signals as signals
 from controller.emulator.load import Constant
 from controller.emulator.platform import Platform, SimParams
 from controller.errors import FeedParseError
-from controller.fastparse import parse_text
-from controller.models import UserRef
+from controller.platform.fastparse import parse_text
+from controller.platform.models import UserRef
 from tests.test_scrape import DOCS_SAMPLE, EMULATOR_FEED, OPENMETRICS_FEED
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-MAPPING = scrape.FeedMapping()
+MAPPING = signals.FeedMapping()
 
 
 # ------------------------------------------------------------------------------------- oracle

@@ -9,12 +9,12 @@ import time
 from datetime import UTC, datetime
 
 from controller.clock import VirtualClock
-from controller.cost import month_bounds
+from controller.cost.forecast import month_bounds
+from controller.cost.ledger import CostTracker
+from controller.daemon.exporter import CostCollector, Metrics
+from controller.daemon.loop import Governor
 from controller.emulator.platform import Platform, SimParams
 from controller.emulator.server import EmulatorServer
-from controller.exporter import CostCollector, Metrics
-from controller.ledger import CostTracker
-from controller.loop import Governor
 from controller.settings import load_settings
 from tests.conftest import BOT, HUMAN, HUMAN_TOKEN, NS, TOKEN, endpoint_body
 
@@ -81,7 +81,7 @@ async def test_ledger_equals_emulator_billing_over_days(tmp_path):
         platform, clock=clock, tokens={TOKEN: BOT, HUMAN_TOKEN: HUMAN}, tick_s=3600
     ) as srv:
         s = _settings(srv.base_url, tmp_path)
-        from controller.cli import make_client
+        from controller.platform.client import make_client
 
         async with make_client(s) as client:
 

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from controller.oracle import bump, replicas_needed, schedule
-from controller.simulate import PolicySpec, ServiceModel, SimConfig, simulate
-from controller.traces import RequestTrace
+from controller.backtest.oracle import bump, replicas_needed, schedule
+from controller.backtest.simulate import PolicySpec, ServiceModel, SimConfig, simulate
+from controller.backtest.traces import RequestTrace
 
 
 def test_schedule_starts_replicas_one_cold_start_ahead():

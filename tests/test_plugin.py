@@ -69,8 +69,8 @@ def test_example_plugin_installs_and_loads_unchanged_core(tmp_path):
         from policies.base import EndpointView
         from policies.registry import build_policy, get_policy_class, policy_names
         from tests.helpers import T0, endpoint
-        from controller.scrape import FeedSample
-        from controller.windows import EndpointWindow
+        from controller.platform.signals import FeedSample
+        from controller.platform.windows import EndpointWindow
 
         cls = get_policy_class("max_rps_per_replica")
         pol = build_policy("max_rps_per_replica", {"max_rps_per_replica": 5}, where="probe")

@@ -10,10 +10,11 @@ import pydantic
 import pytest
 from structlog.testing import capture_logs
 
-from controller.client import EndpointsClient
 from controller.clock import VirtualClock
 from controller.errors import AuthError, FeedParseError, FeedUnavailable
-from controller.scrape import FeedMapping, FeedSample, Scraper, parse_feed, status_class
+from controller.platform.client import EndpointsClient
+from controller.platform.scrape import Scraper, parse_feed
+from controller.platform.signals import FeedMapping, FeedSample, status_class
 
 # Verbatim from the platform docs (hf-endpoints-api.md): counter without `_total`, `# UNIT`, no EOF.
 DOCS_SAMPLE = """\
@@ -433,6 +434,6 @@ def test_parser_choice(text, fallback):
 
 def test_public_names_exist():
     """Every name in __all__ is defined (guards the public surface)."""
-    import controller.scrape as mod
+    import controller.platform.scrape as mod
 
     assert all(hasattr(mod, name) for name in mod.__all__)

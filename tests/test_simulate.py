@@ -9,12 +9,18 @@ from dataclasses import asdict
 
 import pytest
 
+from controller.backtest.report import write_report
+from controller.backtest.simulate import (
+    PolicySpec,
+    ServiceModel,
+    SimConfig,
+    load_sim_config,
+    simulate,
+)
+from controller.backtest.traces import load_trace
 from controller.cli import main
 from controller.emulator.load import Trace, pattern_from_json, pattern_to_json
 from controller.emulator.platform import Platform, PlatformConfig, SimParams
-from controller.simreport import write_report
-from controller.simulate import PolicySpec, ServiceModel, SimConfig, load_sim_config, simulate
-from controller.traces import load_trace
 from tests.conftest import endpoint_body
 
 T0 = 1_800_000_000.0

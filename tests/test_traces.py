@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.traces import BUNDLED, TraceError, concat, load_trace, parse_trace
+from controller.backtest.traces import BUNDLED, TraceError, concat, load_trace, parse_trace
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.scrape import FeedSample
-from controller.windows import EndpointWindow, WindowStore
+from controller.platform.signals import FeedSample
+from controller.platform.windows import EndpointWindow, WindowStore
 
 T0 = 1_700_000_000.0
 
@@ -294,6 +294,6 @@ def test_rate_of_monotone_counter_is_exact(gaps, data):
 
 def test_public_names_exist():
     """Every name in __all__ is defined (guards the public surface)."""
-    import controller.windows as mod
+    import controller.platform.windows as mod
 
     assert all(hasattr(mod, name) for name in mod.__all__)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.scrape import STATUS_CLASSES, FeedSample
-from controller.windows import SIGNALS, EndpointWindow, WindowStore
+from controller.platform.signals import STATUS_CLASSES, FeedSample
+from controller.platform.windows import SIGNALS, EndpointWindow, WindowStore
 
 T0 = 1_700_000_000.0
 _CLASS_INDEX = {c: i + 1 for i, c in enumerate(STATUS_CLASSES)}

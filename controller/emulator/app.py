@@ -52,7 +52,7 @@ from starlette.routing import Route
 from controller.clock import Clock
 from controller.emulator.load import pattern_from_json
 from controller.emulator.platform import EmulatorError, Platform
-from controller.models import EndpointState, UserRef
+from controller.platform.models import EndpointState, UserRef
 
 __all__ = ["DEFAULT_USER", "EmulatorConfig", "Fault", "create_app"]
 

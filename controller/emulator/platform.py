@@ -79,9 +79,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.cost.pricing import PriceRow, load_pricing, lookup_price
 from controller.emulator.load import LoadPattern, Trace
-from controller.models import EndpointState, UserRef
-from controller.pricing import PriceRow, load_pricing, lookup_price
+from controller.platform.models import EndpointState, UserRef
 
 __all__ = [
     "REGIONS",

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from controller.emulator.load import Burst, Constant, Diurnal, LoadPattern, Piecewise
 from controller.emulator.platform import Platform, PlatformConfig, SimParams
 from controller.errors import ConfigError, validation_lines
-from controller.models import UserRef
+from controller.platform.models import UserRef
 
 __all__ = [
     "EndpointSpec",

@@ -21,7 +21,7 @@ import uvicorn
 from controller.clock import Clock, WallClock
 from controller.emulator.app import EmulatorConfig, create_app
 from controller.emulator.platform import Platform, PlatformConfig
-from controller.models import UserRef
+from controller.platform.models import UserRef
 
 __all__ = ["EmulatorServer", "serve_forever"]
 

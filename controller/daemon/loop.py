@@ -16,21 +16,23 @@ from typing import Protocol
 
 import structlog
 
-from controller.actuator import ActionResult, Actuator, Outcome
-from controller.client import EndpointsClient
 from controller.clock import Clock
-from controller.context import EndpointContext, build_contexts
-from controller.cost import PriceBook
-from controller.decide import Action, Decision, EndpointMemory, decide, defer
+from controller.core import Action, Decision, EndpointMemory, decide, defer
+from controller.core.params import EndpointSettings
+from controller.cost.ledger import CostTracker
+from controller.cost.pricing import PriceBook
+from controller.daemon.actuator import ActionResult, Actuator, Outcome
+from controller.daemon.context import EndpointContext, build_contexts
+from controller.daemon.exporter import EndpointGauges, Health, Metrics
+from controller.daemon.sdnotify import Notifier
+from controller.daemon.store import StateStore
 from controller.errors import ApiError, AuthError, FeedError
-from controller.exporter import EndpointGauges, Health, Metrics
-from controller.ledger import CostTracker
-from controller.models import Endpoint, EndpointState
-from controller.scrape import FeedSample, Scraper
-from controller.sdnotify import Notifier
-from controller.settings import EndpointSettings, Settings
-from controller.store import StateStore
-from controller.windows import WindowStore
+from controller.platform.client import EndpointsClient
+from controller.platform.models import Endpoint, EndpointState
+from controller.platform.scrape import Scraper
+from controller.platform.signals import FeedSample
+from controller.platform.windows import WindowStore
+from controller.settings import Settings
 from policies.base import Policy
 from policies.registry import build_policy
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from controller.ledger import CostReport, CostTracker
+from controller.cli.common import require_token
+from controller.clock import WallClock
+from controller.cost.ledger import CostReport, CostTracker
+from controller.platform.client import make_client
 from controller.settings import Settings
 
-__all__ = ["render_cost", "run_cost"]
+__all__ = ["cost_command", "render_cost", "run_cost"]
 
 
 def _usd(v: float | None) -> str:
@@ -116,3 +119,9 @@ async def run_cost(settings: Settings, *, out: TextIO, client: Any, now: float) 
         tracker.close()
     render_cost(report, out=out)
     return 0
+
+
+async def cost_command(settings: Settings, *, out: TextIO) -> int:
+    require_token(settings)
+    async with make_client(settings) as client:
+        return await run_cost(settings, out=out, client=client, now=WallClock().now())

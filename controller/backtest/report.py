@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from controller.simulate import RunResult, SimConfig, TraceReport
+from controller.backtest.simulate import RunResult, SimConfig, TraceReport
 
 __all__ = ["ATTRIBUTION", "render_table", "write_report"]
 

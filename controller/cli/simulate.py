@@ -1,4 +1,6 @@
-"""`governor simulate`: argument parsing and the command (the work is in `controller.simulate`).
+"""`governor simulate`: argument parsing and the command.
+
+The work is in `controller.backtest.simulate`; the report in `controller.backtest.report`.
 
     governor simulate --trace azure-code --out report/
     governor simulate --trace azure-conv --trace my.csv --slo-ms 2000 --config sim.yaml
@@ -15,9 +17,9 @@ import sys
 import time
 from typing import Any
 
+from controller.backtest.traces import BUNDLED, RequestTrace, TraceError, concat, load_trace
 from controller.errors import ConfigError
 from controller.logs import configure_logging
-from controller.traces import BUNDLED, RequestTrace, TraceError, concat, load_trace
 
 __all__ = ["add_simulate_parser", "run_simulate"]
 
@@ -87,8 +89,8 @@ def _transform(tr: RequestTrace, args: argparse.Namespace, seed: int) -> Request
 
 
 def run_simulate(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    from controller.simreport import render_table, write_report
-    from controller.simulate import load_sim_config, simulate
+    from controller.backtest.report import render_table, write_report
+    from controller.backtest.simulate import load_sim_config, simulate
 
     configure_logging(fmt="console", level="error")
     try:

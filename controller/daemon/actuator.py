@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from controller.client import EndpointsClient
-from controller.decide import Action, Decision
+from controller.core import Action, Decision
 from controller.errors import ApiError, RejectedApiError
-from controller.models import Endpoint, EndpointState
+from controller.platform.client import EndpointsClient
+from controller.platform.models import Endpoint, EndpointState
 
 __all__ = ["ActionResult", "Actuator", "Outcome"]
 

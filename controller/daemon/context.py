@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from controller.cost import PriceBook, held_accelerators, quota_usage
-from controller.decide import Decision, EndpointMemory
-from controller.models import Endpoint, EndpointState
-from controller.settings import EndpointSettings, Settings
+from controller.core import Decision, EndpointMemory
+from controller.core.params import EndpointSettings
+from controller.cost.pricing import PriceBook
+from controller.cost.quota import held_accelerators, quota_usage
+from controller.platform.models import Endpoint, EndpointState
+from controller.settings import Settings
 from policies.base import FleetMember, QuotaView, SpendView
 
 __all__ = ["EndpointContext", "build_contexts"]

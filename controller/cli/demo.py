@@ -17,15 +17,15 @@ from typing import Any, TextIO
 
 import httpx
 
-from controller.actuator import ActionResult
-from controller.clock import ScaledClock
+from controller.clock import ScaledClock, VirtualClock
+from controller.cost.ledger import CostTracker
+from controller.daemon.actuator import ActionResult
+from controller.daemon.exporter import Metrics
+from controller.daemon.loop import Governor, TickReport
+from controller.daemon.store import StateStore
 from controller.emulator.scenario import ScenarioSpec, build_platform, default_scenario
 from controller.emulator.server import EmulatorServer
-from controller.exporter import Metrics
-from controller.ledger import CostTracker
-from controller.loop import Governor, TickReport
 from controller.settings import Settings, load_settings
-from controller.store import StateStore
 
 __all__ = ["demo_settings", "run_demo"]
 
@@ -110,6 +110,10 @@ DAYS = ["mon", "tue", "wed", "thu", "fri"]
 DEMO_START = datetime(2026, 11, 23, 7, 30, tzinfo=UTC).timestamp()
 
 
+async def _no_sleep(_: float) -> None:
+    """Retry back-off on a virtual clock nobody else advances: do not wait."""
+
+
 def _fmt_t(t: float, t0: float) -> str:
     m = int((t - t0) // 60)
     return f"{m // 60:d}:{m % 60:02d}"
@@ -123,9 +127,18 @@ async def run_demo(
     dry_run: bool = False,
     out: TextIO,
     status_every_s: float = 600.0,
+    fast: bool = False,
 ) -> int:
+    """Run the demo world for `minutes` of virtual time.
+
+    `fast` drives a virtual clock one tick at a time instead of a sped-up wall clock: the same
+    loopback HTTP and the same Governor, as fast as the machine goes, and the same output for the
+    same seed (a sped-up wall clock makes tick timing, and so the figures, vary run to run).
+    """
     spec = default_scenario()
-    clock = ScaledClock(speed=speed, origin=DEMO_START)
+    clock: ScaledClock | VirtualClock = (
+        VirtualClock(DEMO_START) if fast else ScaledClock(speed=speed, origin=DEMO_START)
+    )
     t0 = clock.now()
     platform = build_platform(spec, start=t0, seed=seed)
     actions: Counter[str] = Counter()
@@ -145,24 +158,28 @@ async def run_demo(
             out.write(f"[{_fmt_t(report.at, t0)}] {key}: feed unusable, holding ({err})\n")
         out.flush()
 
+    pace = "virtual time, as fast as it goes" if fast else f"{speed:g}x speed"
+    eta = "" if fast else f" (about {minutes * 60 / speed:.0f}s)"
     with tempfile.TemporaryDirectory(prefix="governor-demo-") as tmp:
         async with EmulatorServer(platform, clock=clock, tokens=spec.tokens) as srv:
             settings = demo_settings(
                 spec, base_url=srv.base_url, state_path=Path(tmp) / "state.sqlite", dry_run=dry_run
             )
             out.write(
-                f"Governor demo: emulated API at {srv.base_url}, {speed:g}x speed, "
-                f"{minutes:g} virtual minutes (about {minutes * 60 / speed:.0f}s).\n"
+                f"Governor demo: emulated API at {srv.base_url}, {pace}, "
+                f"{minutes:g} virtual minutes{eta}.\n"
                 f"Managed: {', '.join(settings.manage.names)}; left alone: "
                 f"{', '.join(e.name for e in spec.endpoints if not e.managed)}."
                 f"{' DRY RUN: nothing will be changed.' if dry_run else ''}\n\n"
             )
-            from controller.cli import make_client
+            from controller.platform.client import make_client
 
             metrics = Metrics()
             store = StateStore(settings.state.path)
             cost = CostTracker.open(settings)
-            async with make_client(settings, metrics=metrics, sleep=clock.sleep) as client:
+            async with make_client(
+                settings, on_call=metrics.record_call, sleep=_no_sleep if fast else clock.sleep
+            ) as client:
                 gov = Governor(
                     settings,
                     clock=clock,
@@ -173,18 +190,24 @@ async def run_demo(
                     cost=cost,
                 )
                 stop = asyncio.Event()
-                task = asyncio.create_task(gov.run(stop))
+                task = None if fast else asyncio.create_task(gov.run(stop))
                 end = t0 + minutes * 60
                 next_status = t0
+                step = settings.loop.tick_interval_s
                 try:
                     while clock.now() < end:
                         if clock.now() >= next_status:
                             _status(platform.snapshot(), spec, out, clock.now(), t0)
                             next_status += status_every_s
-                        await clock.sleep(min(15.0, max(0.0, end - clock.now())))
+                        if isinstance(clock, VirtualClock):
+                            await gov.tick()
+                            clock.advance(min(step, end - clock.now()))
+                        else:
+                            await clock.sleep(min(step, max(0.0, end - clock.now())))
                 finally:
                     stop.set()
-                    await task
+                    if task is not None:
+                        await task
                     store.close()
                     ledger_usd = {
                         e.name: cost.ledger.total_usd(f"{spec.namespace}/{e.name}")

@@ -33,32 +33,30 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from controller.cost import (
+from controller.cost.budget import BudgetLevel, budget_status
+from controller.cost.forecast import (
     SLOTS_PER_WEEK,
-    BudgetLevel,
-    PriceBook,
     Profile,
-    QuotaLine,
     SlotArray,
     billed_replicas,
-    budget_status,
     day_bounds,
     day_key,
     hour_of_week,
     month_bounds,
-    pricing_version,
     project_spend,
-    quota_lines,
-    quota_usage,
 )
+from controller.cost.pricing import PriceBook, pricing_version
+from controller.cost.quota import QuotaLine, quota_lines, quota_usage
 from controller.errors import ConfigError
-from controller.models import Endpoint, EndpointState
-from controller.settings import Settings
+from controller.platform.models import Endpoint, EndpointState
+
+if TYPE_CHECKING:  # the ledger reads settings by attribute; config sits above cost
+    from controller.settings import Settings
 
 __all__ = [
     "BudgetState",

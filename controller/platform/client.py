@@ -49,7 +49,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -73,13 +73,17 @@ from controller.errors import (
     RejectedApiError,
     RetryableApiError,
 )
-from controller.models import Endpoint
+from controller.platform.models import Endpoint
+
+if TYPE_CHECKING:
+    from controller.settings import Settings
 
 __all__ = [
     "DEFAULT_QUOTA_PATTERN",
     "ROUTES",
     "CallRecord",
     "EndpointsClient",
+    "make_client",
     "parse_retry_after",
 ]
 
@@ -772,3 +776,22 @@ def _redact_request_info(exc: aiohttp.ClientResponseError) -> None:
     redacted = info._replace(headers=CIMultiDictProxy(CIMultiDict()))
     exc.request_info = redacted
     exc.args = (redacted, *exc.args[1:])
+
+
+def make_client(
+    settings: Settings, *, on_call: Callable[[CallRecord], None] | None = None, **kw: Any
+) -> EndpointsClient:
+    """The client `settings.api` describes, with the token `settings` read (never logged)."""
+    a = settings.api
+    token = settings.token.get_secret_value() if settings.token else None
+    return EndpointsClient(
+        a.base_url,
+        token,
+        timeout_s=a.timeout_s,
+        max_attempts=a.max_attempts,
+        backoff_initial_s=a.backoff_initial_s,
+        backoff_max_s=a.backoff_max_s,
+        max_connections=a.max_connections,
+        on_call=on_call,
+        **kw,
+    )

@@ -29,7 +29,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 
-from controller.scrape import STATUS_CLASSES, FeedSample, Signal
+from controller.platform.signals import STATUS_CLASSES, FeedSample, Signal
 
 __all__ = ["SIGNALS", "EndpointWindow", "WindowStore"]
 

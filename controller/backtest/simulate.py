@@ -13,7 +13,8 @@ from the service model. Runs differ only in who scales the endpoint:
   no sockets). The runner owns a `VirtualClock`: it moves the clock and the platform forward one
   tick interval at a time and calls `gov.tick()` after each step. `candidates` (a list of settings
   overrides) runs each candidate and keeps the cheapest one that meets the SLO (per-trace tuning);
-- `oracle`: the schedule of `controller.oracle`, applied directly to the platform (min = max).
+- `oracle`: the schedule of `controller.backtest.oracle`, applied directly to the platform
+  (min = max).
 
 Every run starts warm with the replicas the oracle needs over the first cold-start window (as if
 the endpoint had been serving the traffic before the trace began) and ends one minute after the
@@ -43,15 +44,15 @@ from typing import Any, TextIO
 import httpx
 import yaml
 
-from controller.actuator import ActionResult
+from controller.backtest.oracle import bump, replicas_needed, schedule
+from controller.backtest.traces import RequestTrace
 from controller.clock import VirtualClock
+from controller.daemon.actuator import ActionResult
 from controller.emulator.app import create_app
 from controller.emulator.load import Trace
 from controller.emulator.platform import Platform, PlatformConfig, SimParams
 from controller.errors import ConfigError
-from controller.models import UserRef
-from controller.oracle import bump, replicas_needed, schedule
-from controller.traces import RequestTrace
+from controller.platform.models import UserRef
 
 __all__ = [
     "PolicySpec",
@@ -326,7 +327,7 @@ def _validate(cfg: SimConfig, where: str) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(f"{where}: {msg}")
-    from controller.pricing import lookup_price
+    from controller.cost.pricing import lookup_price
 
     vendor, itype, isize = cfg.instance.split("/")
     if lookup_price(vendor, itype, isize) is None:
@@ -380,7 +381,7 @@ class _Prepared:
 
 def _body(instance: str, min_r: int, max_r: int, measure: dict[str, float] | None) -> dict:
     vendor, itype, isize = instance.split("/")
-    from controller.pricing import lookup_price
+    from controller.cost.pricing import lookup_price
 
     row = lookup_price(vendor, itype, isize)
     assert row is not None
@@ -714,8 +715,8 @@ def run_oracle(
 async def _governor_once(
     cfg: SimConfig, prep: _Prepared, overrides: dict[str, Any], prog: _Progress
 ) -> tuple[Platform, _Timeline, int]:
-    from controller.cli import make_client
-    from controller.loop import Governor, TickReport
+    from controller.daemon.loop import Governor, TickReport
+    from controller.platform.client import make_client
     from controller.settings import load_settings
 
     clock = VirtualClock(T0)

@@ -27,7 +27,7 @@ from controller import __version__
 from controller.clock import Clock
 
 if TYPE_CHECKING:
-    from controller.ledger import CostReport
+    from controller.cost.ledger import CostReport
 
 __all__ = ["CostCollector", "EndpointGauges", "Health", "Metrics", "MetricsServer", "create_app"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from controller.decide import EndpointMemory
+from controller.core import EndpointMemory
 from controller.errors import ConfigError
 
 __all__ = ["StateStore"]

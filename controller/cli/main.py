@@ -1,0 +1,117 @@
+"""`governor` command line: run, plan, cost, demo, emulator, check-config, simulate.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from controller import __version__
+from controller.errors import ConfigError
+from controller.logs import configure_logging
+from controller.settings import load_settings
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="governor", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"governor {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the controller daemon")
+    r.add_argument("-c", "--config", help="YAML config file")
+    r.add_argument("--dry-run", action="store_true", help="decide and log, change nothing")
+    r.add_argument("--once", action="store_true", help="one tick, print the plan, exit")
+    pl = sub.add_parser(
+        "plan", help="one tick: show what Governor would do and why; acts on nothing"
+    )
+    pl.add_argument("-c", "--config", help="YAML config file")
+    d = sub.add_parser("demo", help="watch Governor scale emulated endpoints (no account needed)")
+    d.add_argument("--speed", type=float, default=60.0, help="virtual seconds per real second")
+    d.add_argument("--minutes", type=float, default=90.0, help="virtual minutes to run")
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--dry-run", action="store_true")
+    d.add_argument(
+        "--fast",
+        action="store_true",
+        help="virtual time as fast as it goes: seconds, and the same output for the same seed",
+    )
+    e = sub.add_parser("emulator", help="serve the Endpoints API emulator on loopback")
+    e.add_argument("--host", default="127.0.0.1")
+    e.add_argument("--port", type=int, default=8081)
+    e.add_argument("--token", default="emulator-token", help="the Bearer token it accepts")
+    e.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
+    e.add_argument("--seed", type=int, default=7)
+    e.add_argument("--scenario", help="YAML file of endpoints and loads (default: the demo's)")
+    co = sub.add_parser(
+        "cost", help="spend per endpoint and group: rate, today, month, forecast, budget"
+    )
+    co.add_argument("-c", "--config", help="YAML config file")
+    c = sub.add_parser("check-config", help="validate a config file and report every problem")
+    c.add_argument("file")
+    from controller.cli.simulate import add_simulate_parser
+
+    add_simulate_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "check-config":
+            from controller.cli.check_config import check_config
+
+            return check_config(args.file, sys.stdout)
+        if args.cmd == "demo":
+            from controller.cli.demo import run_demo
+
+            configure_logging(fmt="console", level="warning")
+            return asyncio.run(
+                run_demo(
+                    speed=args.speed,
+                    minutes=args.minutes,
+                    seed=args.seed,
+                    dry_run=args.dry_run,
+                    out=sys.stdout,
+                    fast=args.fast,
+                )
+            )
+        if args.cmd == "emulator":
+            from controller.cli.emulator import run_emulator
+
+            return run_emulator(args)
+        if args.cmd == "simulate":
+            from controller.cli.simulate import run_simulate
+
+            return run_simulate(args, list(argv) if argv is not None else None)
+        settings = load_settings(args.config)
+        if args.cmd == "run" and args.dry_run:
+            from controller.cli.common import dry_run_copy
+
+            settings = dry_run_copy(settings)
+        secret = settings.token.get_secret_value() if settings.token else None
+        configure_logging(fmt=settings.log.format, level=settings.log.level, secret=secret)
+        if args.cmd == "plan":
+            from controller.cli.plan import run_plan
+
+            return asyncio.run(run_plan(settings, out=sys.stdout))
+        if args.cmd == "cost":
+            from controller.cli.cost import cost_command
+
+            return asyncio.run(cost_command(settings, out=sys.stdout))
+        from controller.cli.run import run_daemon
+
+        return asyncio.run(run_daemon(settings, once=args.once))
+    except ConfigError as exc:
+        print(f"governor: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""`governor plan` (and `run --once`): one tick, a table of what Governor would do and why."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from controller.cli.common import dry_run_copy, require_token
+from controller.clock import WallClock
+from controller.daemon.loop import Governor, TickReport
+from controller.platform.client import make_client
+from controller.settings import Settings
+
+__all__ = ["render_plan", "run_plan"]
+
+
+def render_plan(report: TickReport, *, out: TextIO) -> None:
+    """The `governor plan` table: what Governor would do for each managed endpoint, and why."""
+    header = ("ENDPOINT", "STATE", "CURRENT", "DESIRED", "ACTION", "POLICY", "REASON")
+    rows = [header]
+    for e in report.entries:
+        d = e.decision
+        rows.append(
+            (
+                d.key,
+                e.endpoint.state.value,
+                str(d.current if d.current is not None else "-"),
+                str(d.desired if d.desired is not None else "-"),
+                d.action.value,
+                d.policy or "-",
+                d.reason.value,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+    if report.entries:
+        out.write("\nwhy:\n")
+        for e in report.entries:
+            out.write(f"  {e.decision.key}: {e.decision.message}\n")
+            if e.outcome is not None:
+                out.write(f"    -> {e.outcome.result.value}: {e.outcome.detail}\n")
+    for ns, err in report.namespace_errors.items():
+        out.write(f"\nnamespace {ns}: listing failed: {err}\n")
+    for key, err in report.feed_errors.items():
+        out.write(f"feed {key}: {err}\n")
+    if report.unmanaged:
+        out.write(f"\nnot managed (never touched): {', '.join(sorted(report.unmanaged))}\n")
+    if not report.entries and not report.namespace_errors:
+        out.write("no managed endpoints matched the `manage` selection\n")
+
+
+async def run_plan(settings: Settings, *, out: TextIO) -> int:
+    require_token(settings)
+    plan_settings = dry_run_copy(settings)
+    async with make_client(plan_settings) as client:
+        gov = Governor(plan_settings, clock=WallClock(), client=client, store=None)
+        report = await gov.tick()
+    render_plan(report, out=out)
+    return 0

@@ -1,0 +1,1 @@
+"""The daemon: the tick loop and its I/O edges (actuator, state store, exporter, sd_notify)."""
