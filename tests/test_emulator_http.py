@@ -399,3 +399,45 @@ def test_wire_copy_is_deep_and_equal():
     out["d"]["e"]["new"] = 1
     out["t"][1].append(3)
     assert spec == {"a": [1, {"b": None, "c": [True, 2.5, "x"]}], "d": {"e": {}}, "t": (1, [2])}
+
+
+async def test_held_request_outlasts_a_short_idle_timeout():
+    """Issue 14 item 4: a scaled-to-zero endpoint whose cold start (120 s) exceeds its idle timeout
+    (1 min) serves a request held with X-Scale-Up-Timeout: 600, instead of idling out again during
+    initializing and answering 503 after 600 s."""
+    clock = VirtualClock(T0)
+    platform = Platform(start=T0, seed=1, config=PlatformConfig(cold_start_s=120))
+    platform.create(
+        NS, create_body("sleepy", minReplica=0, scaleToZeroTimeout=1), by=TOKENS[TOKEN], ready=True
+    )
+    srv = EmulatorServer(platform, clock=clock, tokens=TOKENS)
+    async with srv, httpx.AsyncClient() as c:
+        url = f"{srv.root_url}/inference/{NS}/sleepy"
+        task = asyncio.create_task(c.post(url, json={}, headers={"X-Scale-Up-Timeout": "600"}))
+        await _drive(clock, task, step=2.0)
+        r = task.result()
+        assert r.status_code == 200, r.text
+        assert r.json()["held"] is True
+        assert 120 <= clock.now() - T0 < 200
+
+
+async def test_held_request_ends_with_503_when_the_endpoint_is_paused_meanwhile(world):
+    url = f"{world.srv.root_url}/inference/{NS}/lazy"
+    task = asyncio.create_task(world.raw.post(url, json={}, headers={"X-Scale-Up-Timeout": "600"}))
+    for _ in range(50):
+        await asyncio.sleep(0.002)
+        world.clock.advance(0.5)
+    assert not task.done()
+    await world.api.post(f"/endpoint/{NS}/lazy/pause")
+    start = world.clock.now()
+    await _drive(world.clock, task, step=1.0)
+    assert task.result().status_code == 503
+    assert world.clock.now() - start < 10
+
+
+@pytest.mark.parametrize("value", ["soon", "nan", "inf", "-1", "1e9"])
+async def test_bad_scale_up_timeout_header_is_400(world, value):
+    url = f"{world.srv.root_url}/inference/{NS}/lazy"
+    r = await world.raw.post(url, json={}, headers={"X-Scale-Up-Timeout": value})
+    assert r.status_code == 400
+    assert "X-Scale-Up-Timeout" in r.json()["error"]

@@ -223,9 +223,9 @@ def test_scale_to_zero_after_timeout_and_request_wakes_it():
     assert ticket.finish is not None
     p.advance_to(ticket.finish + 0.01)
     assert (ticket.status, ticket.status_code) == ("done", 200)
-    p.advance_to(T0 + 40 + 5 * 60 - 2)
+    p.advance_to(ticket.finish + 5 * 60 - 2)  # idle counts from the last request's completion
     assert state(p) == "running"
-    p.advance_to(T0 + 40 + 5 * 60 + 1)
+    p.advance_to(ticket.finish + 5 * 60 + 1)
     ep = p.get(NS, "ep")
     assert ep["status"]["state"] == "scaledToZero"
     assert ep["status"]["url"]
@@ -377,3 +377,59 @@ def test_simulation_is_fast_enough():
     assert time.perf_counter() - t0 < 2.0
     snap = p.snapshot()["endpoints"]
     assert snap["demo-org/chat-llm"]["served"] > 10_000
+
+
+# -- scale-to-zero semantics (issue 14, item 4) ----------------------------------------------------
+
+
+def test_scale_to_zero_timer_does_not_run_while_initializing():
+    """A new min-0 endpoint whose cold start is longer than its idle timeout still reaches
+    running; the timer starts when it is running, not at creation."""
+    p = Platform(start=T0, config=PlatformConfig(pending_s=10, cold_start_s=120))
+    p.create(NS, body(min_replica=0, max_replica=1, timeout=1), by=BOT)
+    seen = set()
+    for s in range(1, 131):
+        p.advance_to(T0 + s)
+        seen.add(state(p))
+    assert seen == {"pending", "initializing", "running"}
+    p.advance_to(T0 + 130 + 58)
+    assert state(p) == "running"  # idle for less than the timeout since it became running
+    p.advance_to(T0 + 130 + 61)
+    assert state(p) == "scaledToZero"
+
+
+def test_woken_endpoint_reaches_running_before_its_idle_timer_counts():
+    """A request that wakes a scaled-to-zero endpoint (cold start 120 s > 1 min timeout) lets it
+    come up; it then idles out one timeout after it became running."""
+    p = Platform(start=T0, config=PlatformConfig(cold_start_s=120))
+    p.create(NS, body(min_replica=0, max_replica=1, timeout=1), by=BOT, ready=True)
+    assert p.submit_request(NS, "ep", at=T0 + 1).status == "rejected"
+    p.advance_to(T0 + 1 + 121)
+    assert state(p) == "running"
+    p.advance_to(T0 + 1 + 120 + 61)
+    assert state(p) == "scaledToZero"
+
+
+def test_held_and_in_flight_requests_count_as_activity():
+    """While a request is held for the endpoint, or one is still being served, the endpoint is
+    not idle: it does not scale to zero under it."""
+    p = Platform(start=T0, config=PlatformConfig(cold_start_s=30, service_jitter=0.0))
+    sim = SimParams(service_time_s=200.0)
+    p.create(NS, body(min_replica=0, max_replica=1, timeout=1), by=BOT, ready=True, sim=sim)
+    p.hold(NS, "ep")  # a request with X-Scale-Up-Timeout waits: wakes the endpoint
+    assert state(p) == "initializing"
+    p.advance_to(T0 + 31)
+    assert state(p) == "running"
+    p.advance_to(T0 + 300)  # still held (the client has not been answered yet)
+    assert state(p) == "running"
+    ticket = p.submit_request(NS, "ep", at=T0 + 300)
+    p.release(NS, "ep")
+    assert ticket.status == "running"
+    p.advance_to(T0 + 300 + 199)  # in service for longer than the idle timeout
+    assert state(p) == "running"
+    p.advance_to(T0 + 501)
+    assert ticket.status == "done"
+    p.advance_to(T0 + 500 + 59)
+    assert state(p) == "running"
+    p.advance_to(T0 + 500 + 61)
+    assert state(p) == "scaledToZero"

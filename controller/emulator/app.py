@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ FAULT_ROUTES = frozenset(
         "*",
     }
 )
+_HOLD_ENDS = frozenset({EndpointState.PAUSED, EndpointState.FAILED, EndpointState.SCALED_TO_ZERO})
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
 
 
@@ -89,6 +91,7 @@ class EmulatorConfig:
     admin_loopback_only: bool = True
     inference_auth: bool = False  # require a known token on the inference plane
     inference_poll_s: float = 0.5  # clock seconds between readiness checks of held requests
+    max_scale_up_timeout_s: float = 3600.0  # the longest X-Scale-Up-Timeout hold accepted
     max_calls_recorded: int = 10_000
     # API calls advance the world only if it is at least this many clock seconds behind (0: always).
     advance_quantum_s: float = 0.0
@@ -285,6 +288,33 @@ class _Api:
 
     # -- inference plane ------------------------------------------------------------------------
 
+    def _hold_timeout(self, raw: str) -> float:
+        try:
+            timeout = float(raw)
+        except ValueError:
+            timeout = math.nan
+        limit = self.st.config.max_scale_up_timeout_s
+        if not 0 <= timeout <= limit:
+            raise EmulatorError(400, f"X-Scale-Up-Timeout: expected seconds from 0 to {limit:g}")
+        return timeout
+
+    async def _hold(self, ns: str, name: str, hold_s: float) -> None:
+        """Hold a request at the proxy until a replica is ready or `hold_s` clock seconds pass.
+        The held request wakes a scaled-to-zero endpoint and keeps it from idling out; the hold
+        ends early if the endpoint is paused, fails or is scaled to zero (explicitly) meanwhile,
+        and the request is then answered 503."""
+        plat, clock = self.st.platform, self.st.clock
+        plat.hold(ns, name)
+        try:
+            deadline = clock.now() + hold_s
+            while not plat.is_ready(ns, name) and clock.now() < deadline:
+                await clock.sleep(min(self.st.config.inference_poll_s, deadline - clock.now()))
+                plat.advance_to(clock.now())
+                if plat.get(ns, name)["status"]["state"] in _HOLD_ENDS:
+                    return
+        finally:
+            plat.release(ns, name)
+
     async def inference(self, request: Request, user: UserRef | None) -> Response:
         st = self.st
         plat, clock = st.platform, st.clock
@@ -301,18 +331,10 @@ class _Api:
         hold = request.headers.get("x-scale-up-timeout")
         held = False
         if hold is not None and not plat.is_ready(ns, name):
-            try:
-                timeout = float(hold)
-            except ValueError as exc:
-                raise EmulatorError(400, "X-Scale-Up-Timeout: expected seconds") from exc
-            state = ep["status"]["state"]
-            if state not in (EndpointState.PAUSED, EndpointState.FAILED):
+            timeout = self._hold_timeout(hold)
+            if ep["status"]["state"] not in (EndpointState.PAUSED, EndpointState.FAILED):
                 held = True
-                plat.wake(ns, name)
-                deadline = clock.now() + timeout
-                while not plat.is_ready(ns, name) and clock.now() < deadline:
-                    await clock.sleep(min(st.config.inference_poll_s, deadline - clock.now()))
-                    plat.advance_to(clock.now())
+                await self._hold(ns, name, timeout)
         ticket = plat.submit_request(ns, name, at=clock.now())
         while ticket.status in ("queued", "running"):
             now = clock.now()

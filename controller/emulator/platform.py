@@ -26,13 +26,18 @@ of `PlatformConfig` or `SimParams`):
 - **Rejections.** An arrival while the endpoint has no ready replica (pending, initializing with
   none ready, scaledToZero, paused, failed) is answered 503 at once and counted as
   `http_requests{replica_id="proxy",status_code="503"}`. An arrival at a scaledToZero endpoint
-  wakes it (initializing, `max(minReplica, 1)` replicas cold-starting). Every arrival (served or
-  not) resets the idle timer used for scale-to-zero.
+  wakes it (initializing, `max(minReplica, 1)` replicas cold-starting).
+- **Idle (scale-to-zero) timer.** Runs only while the endpoint is `running`, from when it became
+  running (a cold start or an update never eats into it). Activity resets it: a request arriving
+  (served or 503) or completing. It does not run out while a request is queued, in service or
+  held at the proxy (`hold` / `release`: a request with `X-Scale-Up-Timeout` waiting for a replica
+  wakes a scaledToZero endpoint and keeps it awake until it is answered).
 - **States.** create -> pending (`pending_s`) -> initializing -> running (>= 1 ready replica).
   pause -> paused (replicas removed, url null). resume from paused -> pending -> ... ; resume
   while running/initializing/pending/updating -> 400 "Endpoint is already running"; resume from
-  scaledToZero wakes it. scale-to-zero (explicit, or automatic after `scaleToZeroTimeout` minutes
-  without requests when minReplica == 0; a null timeout disables it) -> scaledToZero (url kept).
+  scaledToZero wakes it. scale-to-zero (explicit, or automatic from running after
+  `scaleToZeroTimeout` idle minutes when minReplica == 0; a null timeout disables it) ->
+  scaledToZero (url kept).
   An update of the instance or model -> updating: new replicas cold-start (`update_delay_s`, by
   default the endpoint's cold start) while the old ready ones keep serving; when all new replicas
   are ready the old ones are removed -> running. Scaling-only updates do not redeploy (switch:
@@ -240,7 +245,9 @@ class _Endpoint:
         self.replicas: list[_Replica] = []
         self.unslotted: list[_Replica] = []
         self.first_ready_at = math.inf
-        self.last_request_at = 0.0
+        self.last_request_at = 0.0  # last request activity: an arrival or a completion
+        self.running_since = math.inf  # when it last became running (the idle timer's origin)
+        self.held = 0  # requests held at the proxy (X-Scale-Up-Timeout) waiting for a replica
         self.last_scale_at = -math.inf
         self.load: LoadPattern | None = None
         self.load_t0 = 0.0
@@ -581,6 +588,7 @@ class Platform:
             ep.lat_window.append((fin, lat))
             ep.lat_count += 1
             ep.lat_sum += lat
+            ep.last_request_at = fin
             if ticket is not None:
                 ticket.status, ticket.status_code = "done", 200
         # 5. state timers at b
@@ -594,13 +602,20 @@ class Platform:
             new = ep.active()
             if new and all(r.ready_at <= b for r in new):
                 self._remove(ep, [r for r in ep.replicas if r.retiring], b)
-                ep.state = S.RUNNING
-                ep.has_url = True
+                self._set_running(ep, b)
         if ep.state in (S.INITIALIZING, S.RUNNING):
-            ready = ep.first_ready_at <= b
-            ep.state = S.RUNNING if ready else S.INITIALIZING
-            if ready:
-                ep.has_url = True
+            if ep.first_ready_at <= b:
+                self._set_running(ep, max(a, ep.first_ready_at))
+            else:
+                ep.state = S.INITIALIZING
+
+    @staticmethod
+    def _set_running(ep: _Endpoint, t: float) -> None:
+        """Enter `running` at `t` (a no-op if it already is): the idle timer starts here."""
+        if ep.state != S.RUNNING:
+            ep.state = S.RUNNING
+            ep.running_since = t
+        ep.has_url = True
 
     def _on_second(self, ep: _Endpoint, t: float) -> None:
         cfg = self.config
@@ -632,23 +647,26 @@ class Platform:
                 util_sum += frac
         pending = len(ep.queue) + len(ep.inflight)
         ep.samples.append((t, pending, n_active, util_sum / ready_n if ready_n else 0.0))
-        # scale to zero after the idle timeout
-        timeout = ep.scaling.get("scaleToZeroTimeout")
-        if (
-            ep.min_replica == 0
-            and timeout
-            and ep.state in (S.RUNNING, S.INITIALIZING)
-            and t - ep.last_request_at >= timeout * 60
-        ):
-            self._to_zero(ep, t)
-            return
         if ep.state != S.RUNNING:
+            return
+        if self._idle_out(ep, t):
+            self._to_zero(ep, t)
             return
         ti = int(t)
         if ti % cfg.scale_up_interval_s == 0:
             self._autoscale_up(ep, t, n_active)
         if ti % cfg.scale_down_interval_s == 0:
             self._autoscale_down(ep, t, len(ep.active()))
+
+    @staticmethod
+    def _idle_out(ep: _Endpoint, t: float) -> bool:
+        """Whether a running min-0 endpoint has been idle for its `scaleToZeroTimeout`: no request
+        held, queued or in service, and none arrived or completed in the timeout since it became
+        running (a cold start does not eat into the timeout)."""
+        timeout = ep.scaling.get("scaleToZeroTimeout")
+        if ep.min_replica != 0 or not timeout or ep.held or ep.queue or ep.inflight:
+            return False
+        return t - max(ep.last_request_at, ep.running_since) >= timeout * 60
 
     def _signal(self, ep: _Endpoint, t: float) -> tuple[str, float, float]:
         """(metric, threshold, observed) where observed is pending/replica or utilisation %."""
@@ -758,7 +776,10 @@ class Platform:
         elif len(active) > hi:
             self._remove(ep, self._pick_removals(ep, len(active) - hi), t)
         if ep.state in (S.RUNNING, S.INITIALIZING):
-            ep.state = S.RUNNING if ep.first_ready_at <= t else S.INITIALIZING
+            if ep.first_ready_at <= t:
+                self._set_running(ep, t)
+            else:
+                ep.state = S.INITIALIZING
 
     def _start_update(self, ep: _Endpoint, t: float) -> None:
         if ep.state not in SERVING and ep.state != S.UPDATE_FAILED:
@@ -976,6 +997,7 @@ class Platform:
         ep.created_by = ep.updated_by = _user(by)
         if ready:
             ep.state = S.RUNNING if ep.min_replica >= 1 else S.SCALED_TO_ZERO
+            ep.running_since = t
             n = ep.min_replica if ep.min_replica >= 1 else ep.max_replica
         else:
             n = max(ep.min_replica, 1)
@@ -1117,11 +1139,25 @@ class Platform:
         return ep.state in SERVING and ep.first_ready_at <= self._now
 
     def wake(self, ns: str, name: str) -> None:
-        """A request is being held for a scaledToZero endpoint: wake it (counts as a request)."""
+        """A request arrives for the endpoint (counts as activity); a scaledToZero one wakes."""
         ep = self._ep(ns, name)
         ep.last_request_at = self._now
         if ep.state == S.SCALED_TO_ZERO:
             self._wake(ep, self._now)
+
+    def hold(self, ns: str, name: str) -> None:
+        """The proxy starts holding a request (`X-Scale-Up-Timeout`) until a replica is ready:
+        it wakes a scaledToZero endpoint, and until `release` the endpoint is not idle."""
+        self.wake(ns, name)
+        self._ep(ns, name).held += 1
+
+    def release(self, ns: str, name: str) -> None:
+        """The proxy stops holding a request (served, timed out or dropped). Ignores an endpoint
+        deleted meanwhile."""
+        ep = self._eps.get((ns, name))
+        if ep is not None and ep.held > 0:
+            ep.held -= 1
+            ep.last_request_at = self._now
 
     def submit_request(self, ns: str, name: str, *, at: float) -> RequestTicket:
         """One request arriving at `at` (the world is first advanced to `at`). The ticket is
