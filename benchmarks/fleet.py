@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from controller.clock import VirtualClock, WallClock
 from controller.emulator.app import EmulatorConfig
 from controller.emulator.load import Constant
-from controller.emulator.platform import Platform, SimParams
+from controller.emulator.platform import Platform, PlatformConfig, SimParams
 from controller.emulator.server import EmulatorServer
 from controller.platform.models import UserRef
 
@@ -67,7 +67,9 @@ def body(name: str, replicas: int) -> dict:
 
 
 def build(n: int, *, replicas: int, rps: float, warm_s: float, start: float) -> Platform:
-    platform = Platform(start=start, seed=7)
+    # The emulator's per-namespace endpoint limit defaults to 10,000; a bigger fleet raises it.
+    config = PlatformConfig(max_endpoints_per_namespace=max(n, 10_000))
+    platform = Platform(start=start, seed=7, config=config)
     platform.set_quota(NAMESPACE, "aws", "gpu", n * (replicas + 2))
     sim = SimParams(cold_start_s=60.0, concurrency=4, service_time_s=1.0)
     load = Constant(rps) if rps > 0 else None

@@ -433,3 +433,25 @@ def test_held_and_in_flight_requests_count_as_activity():
     assert state(p) == "running"
     p.advance_to(T0 + 500 + 61)
     assert state(p) == "scaledToZero"
+
+
+def test_quota_rules_narrow_by_region_and_instance_type_and_can_pool_by_kind():
+    p = Platform(start=T0)
+    p.set_quota(NS, "aws", "gpu", 4)  # every AWS GPU group
+    p.set_quota(NS, "aws", "gpu", 1, instance_type="nvidia-a10g")  # narrower: wins for A10G
+    p.create(NS, body("l4", min_replica=3, max_replica=3), by=BOT, ready=True)
+    with pytest.raises(EmulatorError, match="quota"):
+        p.create(NS, body("l4b", min_replica=2, max_replica=2), by=BOT, ready=True)
+    p.create(NS, body("a10g", instance_type="nvidia-a10g"), by=BOT, ready=True)
+    with pytest.raises(EmulatorError, match="quota"):
+        p.create(NS, body("a10g2", instance_type="nvidia-a10g"), by=BOT, ready=True)
+    assert p.quota_max(NS, "aws", "gpu", instance_type="nvidia-a10g") == 1
+    assert p.quota_max(NS, "aws", "gpu", instance_type="nvidia-l4") == 4
+    assert p.quota_used(NS, "aws", "gpu") == 4
+    assert p.quota_used(NS, "aws", "gpu", instance_type="nvidia-l4") == 3
+
+    pooled = Platform(start=T0, config=PlatformConfig(quota_scope="accelerator"))
+    pooled.set_quota(NS, "aws", "gpu", 4)
+    pooled.create(NS, body("l4", min_replica=3, max_replica=3), by=BOT, ready=True)
+    with pytest.raises(EmulatorError, match="quota"):  # shares the pool with the L4s
+        pooled.create(NS, body("a", instance_type="nvidia-a10g", min_replica=2, max_replica=2))

@@ -27,6 +27,10 @@ ready; `X-Scale-Up-Timeout: <s>` holds it, waking a scaled-to-zero endpoint, up 
 clock time); a served request waits its simulated queueing + service time on the clock and returns
 200 JSON.
 
+Bodies are capped (`max_body_bytes`, 413), decoded strictly (`schema.decode_json`: no NaN or
+Infinity, nesting at most `max_json_depth`) and validated by `schema`'s models: every malformed
+request gets a 4xx `{"error": ...}` naming the field, and nothing malformed reaches the store.
+
 Admin routes under `/_emulator/` (no auth, loopback clients only): see `_Admin` below.
 Fault `route` names: list, create, get, update, delete, pause, resume, scale-to-zero,
 open-metrics, provider, inference, health, or `*`. `delay_s` is **real** seconds (it exists to
@@ -36,14 +40,14 @@ exercise client timeouts); a fault with `status: null` only delays.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -52,7 +56,16 @@ from starlette.routing import Route
 
 from controller.clock import Clock
 from controller.emulator.load import pattern_from_json
-from controller.emulator.platform import EmulatorError, Platform
+from controller.emulator.platform import Platform
+from controller.emulator.schema import (
+    EmulatorError,
+    FaultBody,
+    ForceStateBody,
+    LoadBody,
+    QuotaBody,
+    decode_json,
+    validate,
+)
 from controller.platform.models import EndpointState, UserRef
 
 __all__ = ["DEFAULT_USER", "EmulatorConfig", "Fault", "create_app"]
@@ -60,23 +73,7 @@ __all__ = ["DEFAULT_USER", "EmulatorConfig", "Fault", "create_app"]
 log = logging.getLogger(__name__)
 
 DEFAULT_USER = UserRef(id="u-governor", name="governor-bot")
-FAULT_ROUTES = frozenset(
-    {
-        "list",
-        "create",
-        "get",
-        "update",
-        "delete",
-        "pause",
-        "resume",
-        "scale-to-zero",
-        "open-metrics",
-        "provider",
-        "inference",
-        "health",
-        "*",
-    }
-)
+_M = TypeVar("_M", bound=BaseModel)
 _HOLD_ENDS = frozenset({EndpointState.PAUSED, EndpointState.FAILED, EndpointState.SCALED_TO_ZERO})
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
 
@@ -95,6 +92,11 @@ class EmulatorConfig:
     max_calls_recorded: int = 10_000
     # API calls advance the world only if it is at least this many clock seconds behind (0: always).
     advance_quantum_s: float = 0.0
+    # Limits on what a request may carry (a 413 or 400 naming the limit when exceeded).
+    max_body_bytes: int = 1_048_576  # management API bodies
+    max_admin_body_bytes: int = 16_777_216  # /_emulator bodies (a replayed trace can be large)
+    max_json_depth: int = 32  # nesting of objects and arrays
+    max_faults: int = 1000  # faults queued at once
 
 
 @dataclass
@@ -128,14 +130,25 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        raise EmulatorError(400, "request body: expected a JSON object, got an empty body")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EmulatorError(400, f"request body: invalid JSON ({exc})") from exc
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past `limit` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise EmulatorError(413, f"request body: larger than {limit} bytes (max_body_bytes)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise EmulatorError(413, f"request body: larger than {limit} bytes (max_body_bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _json_body(request: Request, config: EmulatorConfig, *, admin: bool = False) -> Any:
+    limit = config.max_admin_body_bytes if admin else config.max_body_bytes
+    raw = await _read_body(request, limit)
+    return decode_json(raw, max_depth=config.max_json_depth)
 
 
 Handler = Callable[[Request, UserRef | None], Awaitable[Response]]
@@ -248,7 +261,7 @@ class _Api:
         return JSONResponse({"items": items})
 
     async def create(self, request: Request, user: UserRef | None) -> Response:
-        body = await _json_body(request)
+        body = await _json_body(request, self.st.config)
         ep = self.st.platform.create(request.path_params["ns"], body, by=user)
         return JSONResponse(ep, status_code=self.st.config.create_status)
 
@@ -258,7 +271,7 @@ class _Api:
 
     async def update(self, request: Request, user: UserRef | None) -> Response:
         p = request.path_params
-        body = await _json_body(request)
+        body = await _json_body(request, self.st.config)
         return JSONResponse(self.st.platform.update(p["ns"], p["name"], body, by=user))
 
     async def delete(self, request: Request, user: UserRef | None) -> Response:
@@ -369,7 +382,9 @@ class _Admin:
     GET    /_emulator/calls        [{"t", "method", "path", "route", "endpoint", "status",
                                      "request_id", "user"}, ...]  (management API calls only)
     DELETE /_emulator/calls        clear the record
-    POST   /_emulator/quota        {"namespace", "vendor", "accelerator", "max_accelerators"}
+    POST   /_emulator/quota        {"namespace", "vendor", "accelerator"?, "region"?,
+                                    "instance_type"?, "max_accelerators"}: the limit of every
+                                    quota group matched (accelerator or instance_type required)
     POST   /_emulator/force-state  {"endpoint": "ns/name", "state": "failed" | ...}
     """
 
@@ -390,39 +405,25 @@ class _Admin:
                     resp = await handler(request)
                 except EmulatorError as exc:
                     resp = _error(exc.status, exc.message)
+                except Exception as exc:  # a bug in the emulator: still answer in JSON
+                    log.exception("emulator admin handler failed")
+                    resp = _error(500, f"internal emulator error: {type(exc).__name__}")
             resp.headers["X-Request-Id"] = rid
             return resp
 
         return fn
 
-    @staticmethod
-    def _split(key: Any) -> tuple[str, str]:
-        if not isinstance(key, str) or key.count("/") != 1:
-            raise EmulatorError(422, "endpoint: expected 'namespace/name'")
-        ns, name = key.split("/")
-        return ns, name
+    async def _body(self, request: Request, model: type[_M]) -> _M:
+        data = await _json_body(request, self.st.config, admin=True)
+        return validate(model, data)  # type: ignore[return-value]
 
     async def add_fault(self, request: Request) -> Response:
-        body = await _json_body(request)
-        if not isinstance(body, dict):
-            raise EmulatorError(422, "body: expected an object")
-        allowed = set(Fault.__dataclass_fields__)
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise EmulatorError(422, f"{unknown[0]}: unknown field")
-        if body.get("route") not in FAULT_ROUTES:
-            raise EmulatorError(422, f"route: expected one of {sorted(FAULT_ROUTES)}")
-        try:
-            fault = Fault(**body)
-        except TypeError as exc:
-            raise EmulatorError(422, f"fault: {exc}") from exc
-        for k in ("status", "count"):
-            v = getattr(fault, k)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                raise EmulatorError(422, f"{k}: expected an integer")
-        if fault.count == 0:
-            raise EmulatorError(422, "count: expected a positive integer or -1")
-        self.st.faults.append(fault)
+        body = await self._body(request, FaultBody)
+        if len(self.st.faults) >= self.st.config.max_faults:
+            raise EmulatorError(
+                400, f"faults: {self.st.config.max_faults} already queued (max_faults)"
+            )
+        self.st.faults.append(Fault(**body.model_dump()))
         return JSONResponse({"faults": [f.__dict__ for f in self.st.faults]}, status_code=201)
 
     async def list_faults(self, request: Request) -> Response:
@@ -436,17 +437,14 @@ class _Admin:
         return JSONResponse(self.st.platform.snapshot())
 
     async def load(self, request: Request) -> Response:
-        body = await _json_body(request)
-        if not isinstance(body, dict):
-            raise EmulatorError(422, "body: expected an object")
-        ns, name = self._split(body.get("endpoint"))
-        raw = body.get("pattern")
+        body = await self._body(request, LoadBody)
+        ns, name = body.endpoint.split("/")
         try:
-            pattern = None if raw is None else pattern_from_json(raw)
+            pattern = None if body.pattern is None else pattern_from_json(body.pattern)
         except ValueError as exc:
-            raise EmulatorError(422, str(exc)) from exc
+            raise EmulatorError(422, str(exc)) from None
         self.st.platform.set_load(ns, name, pattern)
-        return JSONResponse({"endpoint": f"{ns}/{name}", "pattern": raw})
+        return JSONResponse({"endpoint": body.endpoint, "pattern": body.pattern})
 
     async def calls(self, request: Request) -> Response:
         return JSONResponse(self.st.calls)
@@ -456,27 +454,21 @@ class _Admin:
         return JSONResponse([])
 
     async def quota(self, request: Request) -> Response:
-        body = await _json_body(request)
-        try:
-            ns, vendor = str(body["namespace"]), str(body["vendor"])
-            acc, mx = str(body["accelerator"]), int(body["max_accelerators"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EmulatorError(
-                422, "expected namespace, vendor, accelerator, max_accelerators"
-            ) from exc
-        self.st.platform.set_quota(ns, vendor, acc, mx)
-        return JSONResponse({"namespace": ns, "vendor": vendor, "accelerator": acc, "max": mx})
+        body = await self._body(request, QuotaBody)
+        n = self.st.platform.set_quota(
+            body.namespace,
+            body.vendor,
+            body.accelerator,
+            body.max_accelerators,
+            region=body.region,
+            instance_type=body.instance_type,
+        )
+        return JSONResponse({**body.model_dump(), "max": body.max_accelerators, "groups": n})
 
     async def force_state(self, request: Request) -> Response:
-        body = await _json_body(request)
-        if not isinstance(body, dict):
-            raise EmulatorError(422, "body: expected an object")
-        ns, name = self._split(body.get("endpoint"))
-        try:
-            state = EndpointState(body.get("state"))
-        except ValueError as exc:
-            raise EmulatorError(422, "state: unknown endpoint state") from exc
-        self.st.platform.force_state(ns, name, state)
+        body = await self._body(request, ForceStateBody)
+        ns, name = body.endpoint.split("/")
+        self.st.platform.force_state(ns, name, EndpointState(body.state))
         return JSONResponse(self.st.platform.get(ns, name))
 
 

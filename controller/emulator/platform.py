@@ -61,12 +61,24 @@ of `PlatformConfig` or `SimParams`):
   the replica's instance; live replicas are billed on the same rule up to now. Running totals are
   kept per endpoint (minutes per price), so `billed_usd` is exact. Pause/scale-to-zero/delete end
   billing; deleting an endpoint forgets its totals.
-- **Quota.** Per namespace and (vendor, accelerator kind) with `default_max_accelerators` (32)
-  unless `set_quota` says otherwise. An endpoint holds accelerators-per-replica x: its current
-  replicas (pending: the replicas it is about to start; initializing/running/updating:
-  non-retiring replicas), maxReplica when scaledToZero, 0 when paused or failed. create, resume
-  and update that would raise usage above the maximum fail with `quota_error_status` (400; the
-  real platform's code and text are unknown) and a message containing "quota".
+- **Quota.** Per quota group: (namespace, vendor, region, instance type) by default, as the
+  provider route reports it per compute option (`quota_scope="accelerator"` pools a vendor's
+  accelerator kind instead). Limit `default_max_accelerators` (32) unless `set_quota` says
+  otherwise. A replica holds its GPUs / Inferentia chips, or on CPU its vCPUs (`cpu_quota`). An
+  endpoint holds that x: its current replicas (pending: the replicas it is about to start;
+  initializing/running/updating: non-retiring replicas), maxReplica when scaledToZero, 0 when
+  paused or failed. create, resume and update that would raise usage above the maximum fail with
+  `quota_error_status` (400; the real platform's code and text are unknown) and a message
+  containing "quota".
+- **Bodies.** Validated by `schema` (strict types, no unknown keys, NaN/Infinity refused); the
+  rules needing state are here: name syntax, instance lookup, min <= max, the limits
+  (`max_replicas_per_endpoint`, `max_endpoints_per_namespace`, `max_scale_to_zero_timeout_min`),
+  no move between accelerator kinds (`allow_accelerator_change`), vLLM/SGLang on several
+  accelerators need a parallelism size. Updates merge nested objects key by key; `model.image`,
+  `measure`, `command`, `args`, `tags` and `model.env`/`secrets` (unless `env_update="merge"`)
+  replace whole. Reads return `model.task` (null when unset), `env` and `secrets` (values
+  redacted to null, registry credentials to `{"username": "", "password": null}`: switch
+  `redact_secrets`), and the image's health route as the endpoint's `healthRoute`.
 """
 
 from __future__ import annotations
@@ -86,6 +98,13 @@ from typing import Any
 
 from controller.cost.pricing import PriceRow, load_pricing, lookup_price
 from controller.emulator.load import LoadPattern, Trace
+from controller.emulator.schema import (
+    PARALLEL_VARIANTS,
+    CreateBody,
+    EmulatorError,
+    UpdateBody,
+    validate,
+)
 from controller.platform.models import EndpointState, UserRef
 
 __all__ = [
@@ -123,18 +142,7 @@ MESSAGES = {
 }
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-_TYPES = ("public", "protected", "private", "authenticated")
-_ACCELERATORS = ("cpu", "gpu", "neuron")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-class EmulatorError(Exception):
-    """An API-level error: HTTP `status` and a human message (sent as `{"error": message}`)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass
@@ -162,6 +170,17 @@ class PlatformConfig:
     quota_error_status: int = 400
     scaling_update_redeploys: bool = False
     public_base: str = "http://127.0.0.1"
+    # Behaviour the reference leaves open (see docs/emulator.md).
+    redact_secrets: bool = True  # model.secrets values and registry credentials read back redacted
+    allow_accelerator_change: bool = False  # a cpu <-> gpu <-> neuron update is a 400 unless set
+    env_update: str = "replace"  # "replace" | "merge": how an update's model.env/secrets apply
+    # Limits (every one a 400 naming the field when exceeded).
+    max_replicas_per_endpoint: int = 1000
+    max_endpoints_per_namespace: int = 10_000
+    max_scale_to_zero_timeout_min: int = 525_600  # a year
+    # Quota (see "Quota" above): groups per instance type or pooled per accelerator kind.
+    quota_scope: str = "instance_type"  # "instance_type" | "accelerator"
+    cpu_quota: bool = True  # CPU replicas hold their vCPUs in quota units
 
 
 @dataclass(frozen=True)
@@ -343,102 +362,40 @@ def _fmt(v: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# request-body validation
+# request bodies (validated by `schema`; these are the rules that need the platform's state)
+
+# Parts a GET echoes that a client may send back on POST/PUT; derived, never stored.
+_ECHOED = (("status",), ("compute", "id"), ("compute", "scaling", "metric"))
+_ECHOED_DROPPED = (("compute", "scaling", "threshold"),)
+# Update keys whose value replaces the current one whole (everything else merges key by key).
+_REPLACED = frozenset(
+    {"image", "measure", "command", "args", "tags", "privateService", "experimentalFeatures"}
+)
 
 
-def _field(obj: dict[str, Any], key: str, path: str, *, required: bool = True) -> Any:
-    if key not in obj:
-        if required:
-            raise EmulatorError(422, f"{path}{key}: field required")
-        return None
-    return obj[key]
+def _drop_echoes(body: dict[str, Any]) -> None:
+    for path in (*_ECHOED, *_ECHOED_DROPPED):
+        node: Any = body
+        for k in path[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
 
 
-def _check_obj(v: Any, path: str) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise EmulatorError(422, f"{path}: expected an object")
-    return v
+def _health_route(spec: dict[str, Any]) -> str:
+    """The endpoint's health route: its image's, else the one it was created with, else /health."""
+    image = spec["model"].get("image") or {}
+    variant = next(iter(image.values()), {}) if image else {}
+    return variant.get("healthRoute") or spec.get("healthRoute") or "/health"
 
 
-def _check_str(v: Any, path: str) -> str:
-    if not isinstance(v, str):
-        raise EmulatorError(422, f"{path}: expected a string")
-    return v
-
-
-def _check_int(v: Any, path: str, *, nullable: bool = False) -> int | None:
-    if v is None and nullable:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise EmulatorError(422, f"{path}: expected an integer >= 0")
-    if v < 0:
-        raise EmulatorError(422, f"{path}: expected an integer >= 0, got {v}")
-    return v
-
-
-def _check_unknown(obj: dict[str, Any], allowed: set[str], path: str) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise EmulatorError(422, f"{path}{unknown[0]}: unknown field")
-
-
-_SCALING_KEYS = {"minReplica", "maxReplica", "scaleToZeroTimeout", "measure", "metric", "threshold"}
-_COMPUTE_KEYS = {"accelerator", "instanceType", "instanceSize", "scaling", "id"}
-_MODEL_STR_KEYS = ("repository", "framework", "revision", "task")
-
-
-def _validate_scaling(sc: dict[str, Any], path: str, *, partial: bool) -> None:
-    _check_unknown(sc, _SCALING_KEYS, path)
-    for k in ("minReplica", "maxReplica"):
-        if k in sc or not partial:
-            _check_int(_field(sc, k, path), f"{path}{k}")
-    if "scaleToZeroTimeout" in sc:
-        _check_int(sc["scaleToZeroTimeout"], f"{path}scaleToZeroTimeout", nullable=True)
-    if "measure" in sc and sc["measure"] is not None:
-        m = _check_obj(sc["measure"], f"{path}measure")
-        if len(m) != 1 or next(iter(m)) not in METRICS:
-            raise EmulatorError(
-                422, f"{path}measure: expected one key, pendingRequests or hardwareUsage"
-            )
-        v = next(iter(m.values()))
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
-            raise EmulatorError(422, f"{path}measure.{next(iter(m))}: expected a number > 0")
-
-
-def _validate_compute(c: dict[str, Any], *, partial: bool) -> None:
-    _check_unknown(c, _COMPUTE_KEYS, "compute.")
-    for k in ("accelerator", "instanceType", "instanceSize"):
-        if k in c or not partial:
-            _check_str(_field(c, k, "compute."), f"compute.{k}")
-    if "accelerator" in c and c["accelerator"] not in _ACCELERATORS:
-        raise EmulatorError(422, f"compute.accelerator: expected one of {list(_ACCELERATORS)}")
-    if "scaling" in c or not partial:
-        sc = _check_obj(_field(c, "scaling", "compute."), "compute.scaling")
-        _validate_scaling(sc, "compute.scaling.", partial=partial)
-
-
-def _validate_model(m: dict[str, Any], *, partial: bool) -> None:
-    if not partial:
-        _check_str(_field(m, "repository", "model."), "model.repository")
-    for k in _MODEL_STR_KEYS:
-        if k in m:
-            if k == "task" and m[k] is None:
-                raise EmulatorError(422, "model.task: must be a string (omit it, do not send null)")
-            if k in ("revision", "framework") and m[k] is None:
-                continue
-            _check_str(m[k], f"model.{k}")
-    if "image" in m:
-        img = _check_obj(m["image"], "model.image")
-        if len(img) != 1:
-            raise EmulatorError(422, "model.image: expected exactly one image variant key")
-    for k in ("env", "secrets"):
-        if k in m and m[k] is not None:
-            _check_obj(m[k], f"model.{k}")
-
-
-def _validate_tags(v: Any) -> None:
-    if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
-        raise EmulatorError(422, "tags: expected a list of strings")
+def _redacted_model(model: dict[str, Any]) -> None:
+    """Secrets and registry credentials as the platform reads them back: values withheld."""
+    if model.get("secrets"):
+        model["secrets"] = dict.fromkeys(model["secrets"])
+    for variant in (model.get("image") or {}).values():
+        if isinstance(variant, dict) and "credentials" in variant:
+            variant["credentials"] = {"username": "", "password": None}
 
 
 def _deep_merge(dst: dict[str, Any], src: dict[str, Any], *, replace: set[str]) -> None:
@@ -447,6 +404,31 @@ def _deep_merge(dst: dict[str, Any], src: dict[str, Any], *, replace: set[str]) 
             _deep_merge(dst[k], v, replace=replace)
         else:
             dst[k] = copy.deepcopy(v)
+
+
+# Host vCPUs and RAM (GB) per accelerator of each accelerated instance type. The pricing table has
+# none for GPU/Inferentia rows and the platform's figures are not published, except one fixture
+# (aws nvidia-l4 x1: 7 vCPUs, 30 GB). Inferred: the cloud family's per-accelerator share (g6, g5,
+# g4dn, g6e, p4de, p5, p5e, p6, inf2 on AWS), less one vCPU and 2 GB for the platform, which
+# reproduces that fixture. Unknown types get the L4's share.
+_HOST_PER_ACCELERATOR: dict[str, tuple[int, int]] = {
+    "nvidia-t4": (8, 32),
+    "nvidia-l4": (8, 32),
+    "nvidia-a10g": (8, 32),
+    "nvidia-l40s": (8, 64),
+    "nvidia-a100": (12, 144),
+    "nvidia-h100": (24, 256),
+    "nvidia-h200": (24, 256),
+    "nvidia-b200": (24, 256),
+    "inf2": (4, 16),
+}
+
+
+def host_resources(row: PriceRow) -> tuple[int, int]:
+    """(vCPUs, RAM GB) of one replica of an accelerated instance (see `_HOST_PER_ACCELERATOR`)."""
+    cpus, ram = _HOST_PER_ACCELERATOR.get(row.instance_type, (8, 32))
+    n = max(row.accelerators, 1)
+    return cpus * n - 1, ram * n - 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,7 +446,8 @@ class Platform:
         self._eps: dict[tuple[str, str], _Endpoint] = {}
         self._seq = itertools.count()
         self._ticket_ids = itertools.count(1)
-        self._quota: dict[tuple[str, str, str], int] = {}
+        # quota rules: (namespace, vendor, kind, region, instance type) -> max; None matches all
+        self._quota: list[tuple[tuple[str, str, str | None, str | None, str | None], int]] = []
         self.public_base = self.config.public_base.rstrip("/")
 
     # -- time ---------------------------------------------------------------------------------
@@ -690,10 +673,11 @@ class Platform:
         _, thr, obs = self._signal(ep, t)
         if obs <= thr:
             return
-        acc = ep.row.accelerators
-        if acc:
-            others = self._used(ep.ns, ep.row.vendor, ep.row.accelerator, exclude=ep)
-            if others + (n + 1) * acc > self.quota_max(ep.ns, ep.row.vendor, ep.row.accelerator):
+        per = self.units_per_replica(ep.row)
+        if per:
+            group = self._group_of(ep)
+            others = self._used(ep.ns, group, exclude=ep)
+            if others + (n + 1) * per > self._group_max(ep.ns, group):
                 return
         self._add_replica(ep, t)
         ep.last_scale_at = t
@@ -796,50 +780,146 @@ class Platform:
         ep.state = S.UPDATING
 
     # -- quota ----------------------------------------------------------------------------------
+    #
+    # A quota group is (namespace, vendor, region, instance type) by default: the provider route
+    # reports quota per compute option, and the reference counts it "per vendor/region/instance
+    # type" (sizes of one type share it). `quota_scope="accelerator"` pools a vendor's whole
+    # accelerator kind across regions instead. A replica holds `units_per_replica(row)`: its GPUs
+    # or Inferentia chips, or its vCPUs on a CPU instance (`cpu_quota=False`: none).
 
-    def set_quota(self, ns: str, vendor: str, accelerator: str, max_accelerators: int) -> None:
-        self._quota[(ns, vendor, accelerator)] = max_accelerators
+    def units_per_replica(self, row: PriceRow) -> int:
+        if row.accelerator == "cpu":
+            return (row.vcpus or 0) if self.config.cpu_quota else 0
+        return row.accelerators
 
-    def quota_max(self, ns: str, vendor: str, accelerator: str) -> int:
-        return self._quota.get((ns, vendor, accelerator), self.config.default_max_accelerators)
+    def _group(self, region: str, row: PriceRow) -> tuple[str, str, str, str]:
+        """(vendor, region, instance type, kind); region and type are "*" when pooled by kind."""
+        if self.config.quota_scope == "accelerator":
+            return (row.vendor, "*", "*", row.accelerator)
+        return (row.vendor, region, row.instance_type, row.accelerator)
 
-    @staticmethod
-    def _units(ep: _Endpoint) -> int:
-        acc = ep.row.accelerators
+    def _group_of(self, ep: _Endpoint) -> tuple[str, str, str, str]:
+        return self._group(ep.spec["provider"]["region"], ep.row)
+
+    def set_quota(
+        self,
+        ns: str,
+        vendor: str,
+        accelerator: str | None,
+        max_accelerators: int,
+        *,
+        region: str | None = None,
+        instance_type: str | None = None,
+    ) -> None:
+        """Set the limit of every quota group of `ns` the filter matches (None matches all): e.g.
+        `set_quota(ns, "aws", "gpu", 4)` gives each AWS GPU group 4 units. A more specific rule
+        wins over a broader one; among equals the latest wins."""
+        rule = (ns, vendor, accelerator, region, instance_type)
+        self._quota = [(r, m) for r, m in self._quota if r != rule]
+        self._quota.append((rule, max_accelerators))
+
+    def _group_max(self, ns: str, group: tuple[str, str, str, str]) -> int:
+        vendor, region, itype, kind = group
+        best, best_rank = self.config.default_max_accelerators, -1
+        for (rns, rvendor, rkind, rregion, rtype), mx in self._quota:
+            if (rns, rvendor) != (ns, vendor) or rkind not in (None, kind):
+                continue
+            if rregion not in (None, region) or rtype not in (None, itype):
+                continue
+            rank = sum(x is not None for x in (rkind, rregion, rtype))
+            if rank >= best_rank:
+                best, best_rank = mx, rank
+        return best
+
+    def quota_max(
+        self,
+        ns: str,
+        vendor: str,
+        accelerator: str,
+        *,
+        region: str | None = None,
+        instance_type: str | None = None,
+    ) -> int:
+        """The limit of one quota group (the first region / instance type of that kind when not
+        given: groups of one kind share a limit unless a narrower rule says otherwise)."""
+        group = self._lookup_group(vendor, accelerator, region, instance_type)
+        return self._group_max(ns, group)
+
+    def _lookup_group(
+        self, vendor: str, kind: str, region: str | None, itype: str | None
+    ) -> tuple[str, str, str, str]:
+        if self.config.quota_scope == "accelerator":
+            return (vendor, "*", "*", kind)
+        region = region or next(iter(REGIONS.get(vendor, {"*": ""})))
+        if itype is None:
+            rows = [r for r in load_pricing().values() if r.vendor == vendor]
+            itype = next((r.instance_type for r in rows if r.accelerator == kind), "*")
+        return (vendor, region, itype, kind)
+
+    def _units(self, ep: _Endpoint) -> int:
+        """Units the endpoint holds now: current replicas (pending: those it is about to start),
+        maxReplica when scaledToZero, none when paused or failed."""
+        per = self.units_per_replica(ep.row)
         st = ep.state
         if st in (S.PAUSED, S.FAILED):
             return 0
         if st == S.SCALED_TO_ZERO:
-            return ep.max_replica * acc
+            return ep.max_replica * per
         if st == S.PENDING:
-            return max(ep.min_replica, 1) * acc
-        return len(ep.active()) * acc
+            return max(ep.min_replica, 1) * per
+        return len(ep.active()) * per
 
-    def _used(self, ns: str, vendor: str, kind: str, *, exclude: _Endpoint | None = None) -> int:
+    def _used(
+        self, ns: str, group: tuple[str, str, str, str], *, exclude: _Endpoint | None = None
+    ) -> int:
+        return sum(
+            self._units(ep)
+            for ep in self._eps.values()
+            if ep.ns == ns and ep is not exclude and self._group_of(ep) == group
+        )
+
+    def quota_used(
+        self,
+        ns: str,
+        vendor: str,
+        accelerator: str,
+        *,
+        region: str | None = None,
+        instance_type: str | None = None,
+    ) -> int:
+        """Units held in `ns` by endpoints of that vendor and kind (optionally one region and
+        instance type): a sum over quota groups, for tests and reports."""
         return sum(
             self._units(ep)
             for ep in self._eps.values()
             if ep.ns == ns
-            and ep is not exclude
             and ep.row.vendor == vendor
-            and ep.row.accelerator == kind
+            and ep.row.accelerator == accelerator
+            and region in (None, ep.spec["provider"]["region"])
+            and instance_type in (None, ep.row.instance_type)
         )
 
-    def quota_used(self, ns: str, vendor: str, accelerator: str) -> int:
-        return self._used(ns, vendor, accelerator)
-
-    def _check_quota(self, ns: str, row: PriceRow, units: int, ep: _Endpoint | None) -> None:
-        if row.accelerators == 0:
+    def _check_quota(
+        self, ns: str, spec: dict[str, Any], row: PriceRow, replicas: int, ep: _Endpoint | None
+    ) -> None:
+        """Refuse (`quota_error_status`, a message with "quota") if holding `replicas` of `row`
+        would take the spec's quota group over its limit; never refuses a decrease."""
+        per = self.units_per_replica(row)
+        if per == 0:
             return
-        current = self._units(ep) if ep is not None and ep.row.key == row.key else 0
+        units = replicas * per
+        group = self._group(spec["provider"]["region"], row)
+        current = self._units(ep) if ep is not None and self._group_of(ep) == group else 0
         if units <= current:
             return
-        others = self._used(ns, row.vendor, row.accelerator, exclude=ep)
-        mx = self.quota_max(ns, row.vendor, row.accelerator)
+        others = self._used(ns, group, exclude=ep)
+        mx = self._group_max(ns, group)
         if others + units > mx:
+            vendor, region, itype, kind = group
+            where = f"{vendor} {kind}" if itype == "*" else f"{vendor} {region} {itype}"
             raise EmulatorError(
                 self.config.quota_error_status,
-                f"quota exceeded: {row.vendor} {row.accelerator} accelerators in namespace {ns}: "
+                f"quota exceeded: {where} accelerators in namespace {ns}: "
                 f"{others} used by other endpoints + {units} requested > {mx} allowed",
             )
 
@@ -900,6 +980,12 @@ class Platform:
         sc["metric"] = metric
         sc["measure"] = {metric: measure.get(metric)}
         sc.setdefault("scaleToZeroTimeout", None)
+        model = spec["model"]
+        model.setdefault("task", None)
+        model.setdefault("env", {})
+        model.setdefault("secrets", {})
+        if self.config.redact_secrets:
+            _redacted_model(model)
         now = self._now
         st = ep.state
         if st in (S.PAUSED, S.SCALED_TO_ZERO, S.FAILED):
@@ -927,14 +1013,94 @@ class Platform:
             "name": ep.name,
             "type": spec.pop("type", "protected"),
             "accountId": spec.pop("accountId", None),
-            "healthRoute": spec.pop("healthRoute", "/health"),
+            "healthRoute": _health_route(spec),
             "tags": spec.pop("tags", []),
         }
-        spec.pop("name", None)
-        spec.pop("status", None)
+        for k in ("name", "status", "healthRoute"):
+            spec.pop(k, None)
         out.update(spec)
         out["status"] = status
         return out
+
+    # -- request bodies -------------------------------------------------------------------------
+
+    def _create_spec(self, body: Any) -> dict[str, Any]:
+        """The stored spec of a create body: validated, echoes dropped, defaults filled in."""
+        spec = validate(CreateBody, body).given()
+        _drop_echoes(spec)
+        if not _NAME_RE.match(spec["name"]):
+            raise EmulatorError(
+                400, "name: lowercase letters, digits and '-', at most 32 characters"
+            )
+        spec.setdefault("type", "protected")
+        spec.setdefault("accountId", None)
+        spec.setdefault("tags", [])
+        spec["compute"]["scaling"].setdefault("scaleToZeroTimeout", None)
+        model = spec["model"]
+        model.setdefault("framework", "pytorch")
+        model.setdefault("revision", None)
+        model.setdefault("image", {"huggingface": {}})
+        return spec
+
+    def _update_patch(self, ep: _Endpoint, body: Any) -> dict[str, Any]:
+        """An update body, validated: echoes dropped; `name` and `provider` may only repeat the
+        current values (a GET-then-PUT of the whole object carries them)."""
+        patch = validate(UpdateBody, body).given()
+        _drop_echoes(patch)
+        for k in ("name", "provider"):
+            if k in patch:
+                current = ep.spec[k]
+                if k == "provider" and isinstance(patch[k], dict):
+                    same = all(current.get(f) == v for f, v in patch[k].items())
+                else:
+                    same = patch[k] == current
+                if not same:
+                    raise EmulatorError(400, f"{k}: cannot be updated")
+                del patch[k]
+        return patch
+
+    def _merge(self, dst: dict[str, Any], patch: dict[str, Any]) -> None:
+        """Apply a validated update: nested objects merge key by key (partial updates, as the
+        reference says), except the values that replace whole (`_REPLACED`, and model.env /
+        secrets unless `env_update` is "merge"); an empty or untagged customRouter removes it."""
+        replace = set(_REPLACED)
+        if self.config.env_update != "merge":
+            replace |= {"env", "secrets"}
+        router = patch.pop("customRouter", "absent")
+        _deep_merge(dst, patch, replace=replace)
+        if router != "absent":
+            if not router or router.get("tag") is None:
+                dst.pop("customRouter", None)
+            else:
+                dst["customRouter"] = router
+
+    def _check_spec(self, spec: dict[str, Any], row: PriceRow) -> None:
+        """The limits and the cross-field rules a spec must meet (after `_row_for`)."""
+        cfg = self.config
+        sc = spec["compute"]["scaling"]
+        if sc["maxReplica"] > cfg.max_replicas_per_endpoint:
+            raise EmulatorError(
+                400,
+                f"compute.scaling.maxReplica: at most {cfg.max_replicas_per_endpoint} replicas "
+                "per endpoint (max_replicas_per_endpoint)",
+            )
+        timeout = sc.get("scaleToZeroTimeout")
+        if timeout is not None and timeout > cfg.max_scale_to_zero_timeout_min:
+            raise EmulatorError(
+                400,
+                f"compute.scaling.scaleToZeroTimeout: at most {cfg.max_scale_to_zero_timeout_min} "
+                "minutes (max_scale_to_zero_timeout_min)",
+            )
+        image = spec["model"]["image"]
+        variant = next(iter(image))
+        if variant in PARALLEL_VARIANTS and row.accelerators > 1:
+            fields = image[variant]
+            if "tensorParallelSize" not in fields and "dataParallelSize" not in fields:
+                raise EmulatorError(
+                    400,
+                    f"model.image.{variant}: an instance with {row.accelerators} accelerators "
+                    "needs tensorParallelSize or dataParallelSize",
+                )
 
     # -- management API -------------------------------------------------------------------------
 
@@ -957,40 +1123,18 @@ class Platform:
         """Create an endpoint from a create body. `ready=True` (scenario set-up only) skips the
         pending and cold-start phases: the endpoint starts running with its min replicas already
         warm (or scaledToZero when minReplica is 0)."""
-        body = _check_obj(body, "body")
-        name = _check_str(_field(body, "name", ""), "name")
-        if not _NAME_RE.match(name):
-            raise EmulatorError(
-                400, "name: lowercase letters, digits and '-', at most 32 characters"
-            )
-        typ = body.get("type", "protected")
-        if typ not in _TYPES:
-            raise EmulatorError(422, f"type: expected one of {list(_TYPES)}")
-        prov = _check_obj(_field(body, "provider", ""), "provider")
-        _check_str(_field(prov, "vendor", "provider."), "provider.vendor")
-        _check_str(_field(prov, "region", "provider."), "provider.region")
-        compute = _check_obj(_field(body, "compute", ""), "compute")
-        _validate_compute(compute, partial=False)
-        model = _check_obj(_field(body, "model", ""), "model")
-        _validate_model(model, partial=False)
-        if "tags" in body:
-            _validate_tags(body["tags"])
-        if "healthRoute" in body and body["healthRoute"] is not None:
-            _check_str(body["healthRoute"], "healthRoute")
-        spec = copy.deepcopy(body)
-        spec["type"] = typ
-        spec.setdefault("accountId", None)
-        spec["healthRoute"] = spec.get("healthRoute") or "/health"
-        spec.setdefault("tags", [])
-        spec["model"].setdefault("image", {"huggingface": {}})
-        spec["model"].setdefault("framework", "pytorch")
-        spec["model"].setdefault("revision", None)
-        spec["compute"].pop("id", None)
-        spec["compute"]["scaling"].pop("metric", None)
-        spec.pop("status", None)
+        spec = self._create_spec(body)
+        name = spec["name"]
         row = self._row_for(spec)
+        self._check_spec(spec, row)
         if (ns, name) in self._eps:
             raise EmulatorError(409, f"endpoint {ns}/{name} already exists")
+        cap = self.config.max_endpoints_per_namespace
+        if sum(1 for n, _ in self._eps if n == ns) >= cap:
+            raise EmulatorError(
+                400,
+                f"name: namespace {ns} already has {cap} endpoints (max_endpoints_per_namespace)",
+            )
         ep = _Endpoint(ns, spec, row, sim or SimParams(), self.seed)
         t = self._now
         ep.created_at = ep.updated_at = ep.last_request_at = t
@@ -1001,7 +1145,7 @@ class Platform:
             n = ep.min_replica if ep.min_replica >= 1 else ep.max_replica
         else:
             n = max(ep.min_replica, 1)
-        self._check_quota(ns, row, n * row.accelerators, None)
+        self._check_quota(ns, spec, row, n, None)
         if ready:
             if ep.state == S.RUNNING:
                 for _ in range(ep.min_replica):
@@ -1018,23 +1162,18 @@ class Platform:
         self, ns: str, name: str, body: Any, *, by: UserRef | dict[str, str] | None = None
     ) -> dict[str, Any]:
         ep = self._ep(ns, name)
-        body = _check_obj(body, "body")
-        for k in ("name", "provider"):
-            if k in body:
-                raise EmulatorError(400, f"{k}: cannot be updated")
-        if "compute" in body:
-            _validate_compute(_check_obj(body["compute"], "compute"), partial=True)
-        if "model" in body:
-            _validate_model(_check_obj(body["model"], "model"), partial=True)
-        if "tags" in body:
-            _validate_tags(body["tags"])
-        if "type" in body and body["type"] not in _TYPES:
-            raise EmulatorError(422, f"type: expected one of {list(_TYPES)}")
-        new = copy.deepcopy(ep.spec)
-        patch = copy.deepcopy(body)
-        patch.get("compute", {}).pop("id", None)
-        patch.get("compute", {}).get("scaling", {}).pop("metric", None)
-        _deep_merge(new, patch, replace={"image", "env", "secrets", "measure", "route"})
+        patch = self._update_patch(ep, body)
+        new = _copy_json(ep.spec)
+        self._merge(new, patch)
+        row = self._row_for(new)
+        self._check_spec(new, row)
+        old_kind, new_kind = ep.spec["compute"]["accelerator"], new["compute"]["accelerator"]
+        if old_kind != new_kind and not self.config.allow_accelerator_change:
+            raise EmulatorError(
+                400,
+                f"compute.accelerator: an endpoint cannot move from {old_kind} to {new_kind}; "
+                "create a new endpoint",
+            )
         row = self._row_for(new)
         old_c, new_c = ep.spec["compute"], new["compute"]
         redeploy = any(
@@ -1050,15 +1189,15 @@ class Platform:
         st = ep.state
         sc = new_c["scaling"]
         if st == S.SCALED_TO_ZERO and sc["minReplica"] < 1:
-            units = sc["maxReplica"] * row.accelerators
+            replicas = sc["maxReplica"]
         elif st in (S.PAUSED, S.FAILED):
-            units = 0
+            replicas = 0
         elif st == S.PENDING:
-            units = max(sc["minReplica"], 1) * row.accelerators
+            replicas = max(sc["minReplica"], 1)
         else:
             n = max(len(ep.active()), sc["minReplica"], 1)
-            units = min(n, max(sc["maxReplica"], 1)) * row.accelerators
-        self._check_quota(ns, row, units, ep)
+            replicas = min(n, max(sc["maxReplica"], 1))
+        self._check_quota(ns, new, row, replicas, ep)
         t = self._now
         ep.spec, ep.row = new, row
         ep.updated_at, ep.updated_by = t, _user(by)
@@ -1094,7 +1233,7 @@ class Platform:
         if ep.state == S.SCALED_TO_ZERO:
             self._wake(ep, t)
         else:  # paused or updateFailed
-            self._check_quota(ns, ep.row, max(ep.min_replica, 1) * ep.row.accelerators, None)
+            self._check_quota(ns, ep.spec, ep.row, max(ep.min_replica, 1), None)
             self._remove(ep, list(ep.replicas), t)
             ep.state = S.PENDING
             ep.pending_until = t + self.config.pending_s
@@ -1287,6 +1426,12 @@ class Platform:
     def provider(self, ns: str | None = None) -> dict[str, Any]:
         """`GET /provider[/{ns}]`: vendors, regions, computes with prices (and quota if `ns`)."""
         rows = load_pricing()
+        used: dict[tuple[str, str, str, str], int] = {}
+        if ns is not None:
+            for ep in self._eps.values():
+                if ep.ns == ns:
+                    g = self._group_of(ep)
+                    used[g] = used.get(g, 0) + self._units(ep)
         vendors = []
         for vendor, regions in REGIONS.items():
             vrows = [r for r in rows.values() if r.vendor == vendor]
@@ -1294,29 +1439,12 @@ class Platform:
             for region, label in regions.items():
                 computes = []
                 for r in vrows:
-                    c: dict[str, Any] = {
-                        "id": f"{vendor}-{region}-{r.instance_type}-{r.instance_size}",
-                        "accelerator": r.accelerator,
-                        "instanceType": r.instance_type,
-                        "instanceSize": r.instance_size,
-                        "architecture": r.architecture,
-                        "numAccelerators": r.accelerators,
-                        "numCpus": r.vcpus,
-                        "memoryGb": r.ram_gb,
-                        "gpuMemoryGb": (
-                            int(r.accelerator_memory_gb)
-                            if r.accelerator == "gpu" and r.accelerator_memory_gb
-                            else None
-                        ),
-                        "pricePerHour": r.usd_per_hour,
-                        "status": "deprecated" if r.deprecated else "available",
-                    }
-                    if c["numCpus"] is None:
-                        del c["numCpus"]
+                    c = self._compute_option(vendor, region, r)
                     if ns is not None:
+                        g = self._group(region, r)
                         c["quota"] = {
-                            "maxAccelerators": self.quota_max(ns, vendor, r.accelerator),
-                            "usedAccelerators": self.quota_used(ns, vendor, r.accelerator),
+                            "maxAccelerators": self._group_max(ns, g),
+                            "usedAccelerators": used.get(g, 0),
                         }
                     computes.append(c)
                 regs.append(
@@ -1324,6 +1452,28 @@ class Platform:
                 )
             vendors.append({"name": vendor, "status": "available", "regions": regs})
         return {"vendors": vendors}
+
+    def _compute_option(self, vendor: str, region: str, r: PriceRow) -> dict[str, Any]:
+        vcpus, ram = r.vcpus, r.ram_gb
+        if r.accelerator != "cpu" and (vcpus is None or ram is None):
+            vcpus, ram = host_resources(r)
+        return {
+            "id": f"{vendor}-{region}-{r.instance_type}-{r.instance_size}",
+            "accelerator": r.accelerator,
+            "instanceType": r.instance_type,
+            "instanceSize": r.instance_size,
+            "architecture": r.architecture,
+            "numAccelerators": self.units_per_replica(r),
+            "numCpus": vcpus,
+            "memoryGb": float(ram) if ram is not None else None,
+            "gpuMemoryGb": (
+                int(r.accelerator_memory_gb)
+                if r.accelerator == "gpu" and r.accelerator_memory_gb
+                else None
+            ),
+            "pricePerHour": r.usd_per_hour,
+            "status": "deprecated" if r.deprecated else "available",
+        }
 
     # -- inspection -----------------------------------------------------------------------------
 
