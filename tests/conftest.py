@@ -224,6 +224,7 @@ async def make_world(tmp_path: Path, start: float = T0) -> AsyncIterator[World]:
     """A `World` whose virtual clock and platform start at `start` (epoch seconds)."""
     clock = VirtualClock(start)
     platform = Platform(start=start, seed=3)
+    platform.add_namespace(NS)  # the tokens' organisation, before any endpoint exists in it
     async with EmulatorServer(
         platform, clock=clock, tokens={TOKEN: BOT, HUMAN_TOKEN: HUMAN}, tick_s=0.05
     ) as srv:

@@ -120,6 +120,67 @@ async def test_huge_replica_update_on_cpu_is_refused_at_once(api):
     assert (await api.get(f"/endpoint/{NS}/cpu")).json()["compute"]["scaling"]["maxReplica"] == 2
 
 
+# -- 5. authorization by namespace ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/endpoint/stranger"),
+        ("POST", "/endpoint/stranger"),
+        ("GET", "/endpoint/stranger/chat"),
+        ("PUT", "/endpoint/stranger/chat"),
+        ("DELETE", "/endpoint/stranger/chat"),
+        ("POST", "/endpoint/stranger/chat/pause"),
+        ("POST", "/endpoint/stranger/chat/resume"),
+        ("POST", "/endpoint/stranger/chat/scale-to-zero"),
+        ("GET", "/endpoint/stranger/chat/open-metrics"),
+        ("GET", "/provider/stranger"),
+    ],
+)
+async def test_a_foreign_namespace_is_403_on_every_route(api, method, path):
+    r = await api.request(method, path, json=create_body("intruder"))
+    assert r.status_code == 403, r.text
+    assert "stranger" in r.json()["error"]
+    assert r.headers["x-request-id"]
+    assert api.srv.platform.list("stranger") == []
+
+
+async def test_a_namespace_stays_accessible_after_its_last_endpoint_is_deleted(api):
+    for name in ("chat", "cpu"):
+        assert (await api.delete(f"/endpoint/{NS}/{name}")).status_code == 200
+    r = await api.get(f"/endpoint/{NS}")
+    assert r.status_code == 200
+    assert r.json() == {"items": []}
+    assert (await api.post(f"/endpoint/{NS}", json=create_body("again"))).status_code == 202
+
+
+async def test_tokens_are_granted_namespaces():
+    """A token given namespaces sees only those; another token sees every known namespace."""
+    clock = VirtualClock(T0)
+    platform = Platform(start=T0, seed=1)
+    platform.create("team-a", create_body("a"), by=BOT, ready=True)
+    platform.create("team-b", create_body("b"), by=BOT, ready=True)
+    alice = UserRef(id="u-2", name="alice")
+    srv = EmulatorServer(
+        platform,
+        clock=clock,
+        tokens={TOKEN: BOT, "alice-token": alice},
+        namespaces={"alice-token": ["team-a", "alice"]},
+    )
+    async with srv, httpx.AsyncClient(base_url=srv.base_url) as c:
+        bot = {"Authorization": f"Bearer {TOKEN}"}
+        al = {"Authorization": "Bearer alice-token"}
+        assert (await c.get("/endpoint/team-b", headers=bot)).status_code == 200
+        assert (await c.get("/endpoint/team-a", headers=al)).status_code == 200
+        assert (await c.get("/endpoint/team-b", headers=al)).status_code == 403
+        assert (await c.get("/endpoint/alice", headers=al)).json() == {"items": []}
+        r = await c.post("/endpoint/alice", headers=al, json=create_body("mine"))
+        assert r.status_code == 202
+        assert (await c.get("/endpoint/alice", headers=bot)).status_code == 200
+        assert (await c.get("/endpoint/team-b", headers={})).status_code == 401
+
+
 # -- 6. 500s instead of 4xx ------------------------------------------------------------------------
 
 

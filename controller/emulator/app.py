@@ -6,8 +6,9 @@ world skip that step for API calls arriving within the quantum of the last advan
 endpoint scrape round does not step every endpoint once per request; the world is then at most that
 many clock seconds stale (the server's ticker keeps it moving).
 
-Management API (Bearer token required except `GET /v2/provider`; errors are `{"error": msg}`;
-every response carries `X-Request-Id`):
+Management API (Bearer token required except `GET /v2/provider`, 401 without one; a token acts
+only in the namespaces granted to it, or without a grant in those the platform knows, else 403
+(`foreign_namespace_status`); errors are `{"error": msg}`; every response carries `X-Request-Id`):
 
     GET    /v2/endpoint/{ns}                      list           {"items": [...]}
     POST   /v2/endpoint/{ns}                      create         202 (config) + endpoint
@@ -43,7 +44,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -97,6 +98,9 @@ class EmulatorConfig:
     max_admin_body_bytes: int = 16_777_216  # /_emulator bodies (a replayed trace can be large)
     max_json_depth: int = 32  # nesting of objects and arrays
     max_faults: int = 1000  # faults queued at once
+    # Status for a token acting in a namespace it has no access to (the reference: 401 or 403;
+    # the official client's comment says a listing of an org without access answers 401).
+    foreign_namespace_status: int = 403
 
 
 @dataclass
@@ -122,6 +126,9 @@ class _State:
     clock: Clock
     tokens: dict[str, UserRef]
     config: EmulatorConfig
+    # token -> the namespaces it may use; a token not listed may use every namespace the
+    # platform knows (`Platform.namespaces`)
+    grants: dict[str, frozenset[str]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
 
@@ -158,7 +165,7 @@ class _Api:
     def __init__(self, st: _State) -> None:
         self.st = st
 
-    def _auth(self, request: Request) -> UserRef:
+    def _token(self, request: Request) -> tuple[str, UserRef]:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -166,6 +173,21 @@ class _Api:
         user = self.st.tokens.get(token.strip())
         if user is None:
             raise EmulatorError(401, "invalid token")
+        return token.strip(), user
+
+    def _auth(self, request: Request) -> UserRef:
+        """The caller's identity (401 without a known token) after checking it may act in the
+        route's namespace (`foreign_namespace_status`, 403, if not)."""
+        token, user = self._token(request)
+        ns = request.path_params.get("ns")
+        if ns is not None:
+            granted = self.st.grants.get(token)
+            allowed = granted if granted is not None else self.st.platform.namespaces()
+            if ns not in allowed:
+                raise EmulatorError(
+                    self.st.config.foreign_namespace_status,
+                    f"{user.name} has no access to namespace {ns}",
+                )
         return user
 
     def _take_fault(self, route: str, endpoint: str | None) -> Fault | None:
@@ -333,7 +355,7 @@ class _Api:
         plat, clock = st.platform, st.clock
         ns, name = request.path_params["ns"], request.path_params["name"]
         if st.config.inference_auth:
-            self._auth(request)
+            self._token(request)
         ep = plat.get(ns, name)  # 404 if unknown
         if request.method == "GET":
             if request.path_params.get("rest", "") == (ep.get("healthRoute") or "/health"):
@@ -479,15 +501,23 @@ def create_app(
     token: str | None = None,
     tokens: Mapping[str, UserRef] | None = None,
     config: EmulatorConfig | None = None,
+    namespaces: Mapping[str, Iterable[str]] | None = None,
 ) -> Starlette:
     """The ASGI app. `token` is the main token (identity `DEFAULT_USER`, "governor-bot");
-    `tokens` maps further tokens to identities (e.g. a human's token for "manual" changes)."""
+    `tokens` maps further tokens to identities (e.g. a human's token for "manual" changes).
+    `namespaces` grants tokens their namespaces (a user's own and its organisations'); a token
+    without a grant may act in every namespace the platform knows and in no other."""
     all_tokens: dict[str, UserRef] = {}
     if token:
         all_tokens[token] = DEFAULT_USER
     all_tokens.update(tokens or {})
+    grants = {t: frozenset(ns) for t, ns in (namespaces or {}).items()}
     st = _State(
-        platform=platform, clock=clock, tokens=all_tokens, config=config or EmulatorConfig()
+        platform=platform,
+        clock=clock,
+        tokens=all_tokens,
+        config=config or EmulatorConfig(),
+        grants=grants,
     )
     api = _Api(st)
     admin = _Admin(st)

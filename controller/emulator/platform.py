@@ -444,6 +444,7 @@ class Platform:
         self.seed = seed
         self._now = float(start)
         self._eps: dict[tuple[str, str], _Endpoint] = {}
+        self._namespaces: set[str] = set()
         self._seq = itertools.count()
         self._ticket_ids = itertools.count(1)
         # quota rules: (namespace, vendor, kind, region, instance type) -> max; None matches all
@@ -1102,6 +1103,16 @@ class Platform:
                     "needs tensorParallelSize or dataParallelSize",
                 )
 
+    # -- namespaces -----------------------------------------------------------------------------
+
+    def add_namespace(self, ns: str) -> None:
+        """Make `ns` exist (an organisation or user with no endpoint yet). A create adds its
+        namespace too; a namespace stays after its last endpoint is deleted."""
+        self._namespaces.add(ns)
+
+    def namespaces(self) -> frozenset[str]:
+        return frozenset(self._namespaces)
+
     # -- management API -------------------------------------------------------------------------
 
     def list(self, ns: str) -> list[dict[str, Any]]:
@@ -1154,6 +1165,7 @@ class Platform:
         else:
             ep.pending_until = t + self.config.pending_s
         self._eps[(ns, name)] = ep
+        self._namespaces.add(ns)
         if load is not None:
             self.set_load(ns, name, load)
         return self._wire(ep)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 
 import uvicorn
@@ -46,13 +46,16 @@ class EmulatorServer:
         port: int = 0,
         config: EmulatorConfig | None = None,
         tick_s: float = 0.2,
+        namespaces: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.platform = platform
         self.clock = clock
         self.host = host
         self.port = port
         self.tick_s = tick_s
-        self.app = create_app(platform, clock=clock, token=token, tokens=tokens, config=config)
+        self.app = create_app(
+            platform, clock=clock, token=token, tokens=tokens, config=config, namespaces=namespaces
+        )
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -132,13 +135,21 @@ async def serve_forever(
     seed: int = 0,
     platform_config: PlatformConfig | None = None,
     config: EmulatorConfig | None = None,
+    namespaces: Mapping[str, Iterable[str]] | None = None,
 ) -> None:
     """`governor emulator`: serve an (empty unless `platform` is given) emulated platform until
     cancelled. Runs in real time unless a clock is given."""
     clock = clock or WallClock()
     platform = platform or Platform(start=clock.now(), seed=seed, config=platform_config)
     async with EmulatorServer(
-        platform, clock=clock, token=token, tokens=tokens, host=host, port=port, config=config
+        platform,
+        clock=clock,
+        token=token,
+        tokens=tokens,
+        host=host,
+        port=port,
+        config=config,
+        namespaces=namespaces,
     ) as srv:
         log.warning("emulator listening on %s (admin %s)", srv.base_url, srv.admin_url)
         await asyncio.Event().wait()
