@@ -2,6 +2,7 @@
 
 GovernorError
 ├── ConfigError              bad config file, env override or policy parameters
+├── StateLockedError         another Governor holds the state directory
 ├── FeedError                an endpoint's metrics feed cannot be used this tick
 │   ├── FeedUnavailable      HTTP/transport failure fetching it
 │   ├── FeedParseError       the body is not valid OpenMetrics / Prometheus text
@@ -40,6 +41,7 @@ __all__ = [
     "QuotaError",
     "RejectedApiError",
     "RetryableApiError",
+    "StateLockedError",
     "validation_lines",
 ]
 
@@ -53,6 +55,10 @@ class GovernorError(Exception):
 
 class ConfigError(GovernorError):
     """Invalid configuration; the message names the key, the bad value and what is allowed."""
+
+
+class StateLockedError(GovernorError):
+    """Another Governor process holds the state directory's lock (one acting process per state)."""
 
 
 class FeedError(GovernorError):

@@ -41,6 +41,7 @@ __all__ = [
     "Budget",
     "BudgetThresholds",
     "DefaultsSettings",
+    "ElectionSettings",
     "EndpointRule",
     "EndpointSettings",
     "LedgerSettings",
@@ -63,6 +64,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def _check_url(v: str) -> str:
+    """An absolute http(s) URL with a host and a valid port, without the trailing slash."""
+    from urllib.parse import urlsplit
+
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    try:
+        parts = urlsplit(v)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is not in 1..65535")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return v.rstrip("/")
+
+
 class ApiSettings(_Strict):
     base_url: str = Field(
         REAL_API, description="Management API base URL (the emulator's in tests)."
@@ -79,9 +100,7 @@ class ApiSettings(_Strict):
     @field_validator("base_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
+        return _check_url(v)
 
 
 class ManageSettings(_Strict):
@@ -103,11 +122,25 @@ class LoopSettings(_Strict):
     max_actions_per_min: int = Field(
         60, ge=1, le=100_000, description="Global cap on actions across all endpoints."
     )
+    tick_budget_s: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="Wall time a tick may take; the rest is skipped and counted. Default: the "
+        "tick interval.",
+    )
+    unready_after_failed_ticks: int = Field(
+        3, ge=1, le=10_000, description="/readyz fails after this many failed ticks in a row."
+    )
     actuation: Literal["pin", "floor"] = Field(
         "pin",
         description="pin: set min=max=desired (Governor decides alone); floor: set min=desired and "
         "leave max at the ceiling so the platform autoscaler can still add replicas.",
     )
+
+    @property
+    def budget_s(self) -> float:
+        return self.tick_budget_s if self.tick_budget_s is not None else self.tick_interval_s
 
 
 class ScrapeSettings(_Strict):
@@ -140,6 +173,65 @@ class ServerSettings(_Strict):
 
 class StateSettings(_Strict):
     path: Path = Field(Path("governor-state.sqlite"), description="SQLite file for durable state.")
+
+
+class ElectionSettings(_Strict):
+    """Leader election through a Kubernetes Lease: only the holder writes to the API and ledger."""
+
+    enabled: bool = Field(
+        False, description="Run as one of several replicas; only the Lease holder acts."
+    )
+    lease_name: str = Field("governor", min_length=1, max_length=253)
+    namespace: str | None = Field(
+        None, description="Namespace of the Lease; default: the pod's (service account)."
+    )
+    identity: str | None = Field(
+        None, description="This replica's holder identity; default: POD_NAME, else HOSTNAME."
+    )
+    api_url: str | None = Field(
+        None, description="Kubernetes API URL; default: in-cluster (KUBERNETES_SERVICE_HOST)."
+    )
+    token_file: Path | None = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="Bearer token for the Kubernetes API (re-read on every call).",
+    )
+    ca_file: Path | None = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        description="CA bundle of the Kubernetes API.",
+    )
+    lease_duration_s: float = Field(
+        15.0, ge=1, le=3600, description="A Lease unchanged this long is free to take."
+    )
+    renew_deadline_s: float = Field(
+        10.0, gt=0, le=3600, description="A leader that has not renewed this long stops acting."
+    )
+    retry_period_s: float = Field(2.0, gt=0, le=600, description="Time between Lease rounds.")
+    timeout_s: float = Field(5.0, gt=0, le=600, description="Deadline of one Lease round.")
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v)
+
+    @model_validator(mode="after")
+    def _timings(self) -> ElectionSettings:
+        # client-go's rule: leaseDuration > renewDeadline > retryPeriod (with jitter room).
+        if not self.lease_duration_s > self.renew_deadline_s:
+            raise ValueError(
+                f"renew_deadline_s ({self.renew_deadline_s:g}) must be < lease_duration_s "
+                f"({self.lease_duration_s:g})"
+            )
+        if not self.renew_deadline_s > 1.2 * self.retry_period_s:
+            raise ValueError(
+                f"retry_period_s ({self.retry_period_s:g}) must be < renew_deadline_s / 1.2 "
+                f"({self.renew_deadline_s / 1.2:g})"
+            )
+        if self.timeout_s > self.renew_deadline_s:
+            raise ValueError(
+                f"timeout_s ({self.timeout_s:g}) must be <= renew_deadline_s "
+                f"({self.renew_deadline_s:g})"
+            )
+        return self
 
 
 class LogSettings(_Strict):
@@ -311,6 +403,7 @@ class Settings(BaseSettings):
     scrape: ScrapeSettings = Field(default_factory=ScrapeSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    election: ElectionSettings = Field(default_factory=ElectionSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     defaults: DefaultsSettings = Field(default_factory=DefaultsSettings)
     endpoints: list[EndpointRule] = Field(default_factory=list)

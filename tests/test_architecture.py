@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "controller.clock": 0,
     "controller.errors": 0,
     "controller.logs": 0,
+    "controller.files": 0,
     "controller.platform": 1,
     "policies": 2,
     "controller.core": 3,

@@ -186,7 +186,8 @@ async def test_retries_5xx_and_429_with_retry_after(world: World):
 
 
 async def test_wrong_token_is_reported_not_fatal(world: World):
-    """A rejected token is logged and counted per tick; the loop survives and never leaks it."""
+    """A rejected token is a failed tick (not an "ok" one with nothing managed): logged and
+    counted, /readyz says why; the loop survives and never leaks it."""
     world.add("chat", load=Constant(8.0), tags=["managed"])
     s = world.settings()
     s.token = type(s.token)("hf_wrong_token_value")
@@ -195,7 +196,15 @@ async def test_wrong_token_is_reported_not_fatal(world: World):
         gov = world.governor(s, client, metrics=m)
         await world.run_ticks(gov, 2)
     assert sample(m, "governor_discovery_errors_total", {"error": "auth"}) == 2
-    assert sample(m, "governor_ticks_total", {"result": "ok"}) == 2
+    assert sample(m, "governor_ticks_total", {"result": "ok"}) == 0
+    assert sample(m, "governor_ticks_total", {"result": "error"}) == 2
+    assert sample(m, "governor_tick_errors_total", {"reason": "auth"}) == 2
+    assert world.reports[-1].failed == "auth"
+    ready, why = gov.health.ready()
+    assert not ready
+    assert why.startswith("token rejected")
+    assert "401" in why
+    assert "hf_wrong_token_value" not in why
     err = world.reports[-1].namespace_errors[NS]
     assert "401" in err
     assert "hf_wrong_token_value" not in err

@@ -109,15 +109,20 @@ async def run_cost(settings: Settings, *, out: TextIO, client: Any, now: float) 
     tracker = CostTracker.open(settings, readonly=True)
     try:
         endpoints = []
+        failed = 0
         for ns in settings.namespaces:
             try:
                 endpoints.extend(await client.list_endpoints(ns))
             except Exception as exc:
+                failed += 1
                 out.write(f"namespace {ns}: listing failed: {exc}\n")
         report = tracker.report(endpoints, now=now)
     finally:
         tracker.close()
     render_cost(report, out=out)
+    if settings.namespaces and failed == len(settings.namespaces):
+        out.write("error: could not list any namespace; the live figures above are missing\n")
+        return 1
     return 0
 
 

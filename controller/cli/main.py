@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from controller import __version__
-from controller.errors import ConfigError
+from controller.errors import ConfigError, StateLockedError
 from controller.logs import configure_logging
 from controller.settings import load_settings
 
@@ -108,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_daemon(settings, once=args.once))
     except ConfigError as exc:
         print(f"governor: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StateLockedError as exc:
+        print(f"governor: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

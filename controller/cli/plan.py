@@ -41,6 +41,8 @@ def render_plan(report: TickReport, *, out: TextIO) -> None:
                 out.write(f"    -> {e.outcome.result.value}: {e.outcome.detail}\n")
     for ns, err in report.namespace_errors.items():
         out.write(f"\nnamespace {ns}: listing failed: {err}\n")
+    if report.blind:
+        out.write(f"\nerror: could not see the account ({report.failed}); nothing was decided\n")
     for key, err in report.feed_errors.items():
         out.write(f"feed {key}: {err}\n")
     if report.unmanaged:
@@ -56,4 +58,5 @@ async def run_plan(settings: Settings, *, out: TextIO) -> int:
         gov = Governor(plan_settings, clock=WallClock(), client=client, store=None)
         report = await gov.tick()
     render_plan(report, out=out)
-    return 0
+    # Exit 1 when the account could not be seen: a script must not read "nothing to do".
+    return 1 if report.blind else 0

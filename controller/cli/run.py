@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
 import sys
 
 import structlog
@@ -13,7 +15,9 @@ from controller.cli.common import require_token
 from controller.cli.plan import render_plan
 from controller.clock import WallClock
 from controller.cost.ledger import CostTracker
+from controller.daemon.election import LeaseElector, lease_config, wire_election
 from controller.daemon.exporter import CostCollector, Metrics, MetricsServer, create_app
+from controller.daemon.lock import StateLock
 from controller.daemon.loop import Governor
 from controller.daemon.sdnotify import Notifier
 from controller.daemon.store import StateStore
@@ -27,8 +31,22 @@ log = structlog.get_logger("governor.cli")
 
 async def run_daemon(settings: Settings, *, once: bool) -> int:
     require_token(settings)
+    lock = StateLock.for_files(
+        settings.state.path, settings.ledger.path if settings.ledger.enabled else None
+    )
+    lock.acquire()  # StateLockedError (exit 2) if another Governor uses this state
+    try:
+        return await _run_locked(settings, once=once)
+    finally:
+        lock.release()
+
+
+async def _run_locked(settings: Settings, *, once: bool) -> int:
     clock = WallClock()
     metrics = Metrics()
+    elector = None
+    if settings.election.enabled and not once:
+        elector = LeaseElector(lease_config(settings.election), clock=clock)
     store = StateStore(settings.state.path)
     cost = CostTracker.open(settings) if settings.ledger.enabled else None
     if cost is not None:
@@ -39,6 +57,7 @@ async def run_daemon(settings: Settings, *, once: bool) -> int:
     if settings.loop.dry_run:
         log.warning("dry_run", detail="decisions are logged; no endpoint will be changed")
     server: MetricsServer | None = None
+    tasks: list[asyncio.Task[None]] = []
     try:
         async with make_client(settings, on_call=metrics.record_call) as client:
             if cost is not None and settings.pricing.refresh_from_api:
@@ -50,11 +69,18 @@ async def run_daemon(settings: Settings, *, once: bool) -> int:
                 metrics=metrics,
                 store=store,
                 cost=cost,
+                leading=elector.is_leader if elector is not None else None,
             )
             if once:
                 report = await gov.tick()
                 render_plan(report, out=sys.stdout)
-                return 0
+                return 1 if report.blind else 0
+            stop = asyncio.Event()
+            if elector is not None:
+                wire_election(gov, elector, metrics)
+                tasks.append(asyncio.create_task(elector.run(stop), name="governor-election"))
+            else:
+                metrics.set_leader(settings.election.identity or socket.gethostname(), True, None)
             if settings.server.enabled:
                 server = MetricsServer(
                     create_app(metrics, gov.health, clock),
@@ -63,7 +89,6 @@ async def run_daemon(settings: Settings, *, once: bool) -> int:
                 )
                 await server.start()
                 log.info("listening", address=f"{settings.server.host}:{server.port}")
-            stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
@@ -71,6 +96,11 @@ async def run_daemon(settings: Settings, *, once: bool) -> int:
             log.info("stopped", ticks=gov.health.ticks)
             return 0
     finally:
+        for t in tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(t, 10)
+        if elector is not None:
+            await elector.aclose()
         if server is not None:
             await server.stop()
         store.close()

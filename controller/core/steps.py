@@ -168,6 +168,10 @@ def people_first(
     if updated > (known or 0) + _SAME_TIME_S and identity is not None and who == identity:
         mem = replace(mem, last_known_update=updated)
         known = updated
+        if endpoint.state is EndpointState.PAUSED and mem.paused_by_governor is None:
+            # Governor's own pause whose response it never saw (lost, or written by the leader
+            # before this replica took over): its own, so it may resume it.
+            mem = replace(mem, paused_by_governor="governor:own-write")
     if known is not None and updated > known + _SAME_TIME_S:
         mem = replace(
             mem,

@@ -53,6 +53,7 @@ from controller.cost.forecast import (
 from controller.cost.pricing import PriceBook, pricing_version
 from controller.cost.quota import QuotaLine, quota_lines, quota_usage
 from controller.errors import ConfigError
+from controller.files import private_file
 from controller.platform.models import Endpoint, EndpointState
 
 if TYPE_CHECKING:  # the ledger reads settings by attribute; config sits above cost
@@ -210,6 +211,7 @@ class Ledger:
                     self._db.executescript(_SCHEMA)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_file(self.path)
                 self._db = sqlite3.connect(self.path, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")

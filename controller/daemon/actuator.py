@@ -7,6 +7,7 @@ tool), the decision was made on stale data and is skipped, never forced.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -16,7 +17,7 @@ from controller.errors import ApiError, RejectedApiError
 from controller.platform.client import EndpointsClient
 from controller.platform.models import Endpoint, EndpointState
 
-__all__ = ["ActionResult", "Actuator", "Outcome"]
+__all__ = ["ActionResult", "Actuator", "Outcome", "describe"]
 
 
 class ActionResult(StrEnum):
@@ -38,7 +39,7 @@ class Outcome:
     endpoint: Endpoint | None = None
 
 
-def _describe(decision: Decision) -> str:
+def describe(decision: Decision) -> str:
     if decision.action is Action.PAUSE:
         return "would pause"
     if decision.action is Action.RESUME:
@@ -57,12 +58,22 @@ class Actuator:
         self.client = client
         self.dry_run = dry_run
 
-    async def apply(self, decision: Decision, observed: Endpoint) -> Outcome:
-        """Make `observed` match `decision`, or explain why not. Never raises for API errors."""
+    async def apply(
+        self,
+        decision: Decision,
+        observed: Endpoint,
+        *,
+        on_write: Callable[[Endpoint], None] | None = None,
+    ) -> Outcome:
+        """Make `observed` match `decision`, or explain why not. Never raises for API errors.
+
+        `on_write(endpoint)` is called right after each write the API acknowledged, before the
+        next call, so the caller can record it as Governor's own at once."""
+        record = on_write or (lambda _ep: None)
         if not decision.acts:
             return Outcome(ActionResult.NOOP, "nothing to do")
         if self.dry_run:
-            return Outcome(ActionResult.DRY_RUN, _describe(decision))
+            return Outcome(ActionResult.DRY_RUN, describe(decision))
         ns, name = observed.namespace or "", observed.name
         last: Endpoint | None = None
         try:
@@ -76,9 +87,11 @@ class Actuator:
                 )
             if decision.action is Action.PAUSE:
                 last = await self.client.pause(ns, name)
+                record(last)
                 return Outcome(ActionResult.APPLIED, "paused", endpoint=last)
             if decision.action is Action.RESUME:
                 last = await self.client.resume(ns, name)
+                record(last)
                 return Outcome(ActionResult.APPLIED, "resumed", endpoint=last)
             if fresh.state is not EndpointState.RUNNING:
                 return Outcome(ActionResult.SKIPPED, f"endpoint is now {fresh.state.value}")
@@ -104,8 +117,10 @@ class Actuator:
                 changes["scale_to_zero_timeout"] = decision.scale_to_zero_timeout
             if changes:
                 last = await self.client.update_scaling(ns, name, **changes)
+                record(last)
             if decision.action is Action.SCALE_TO_ZERO:
                 last = await self.client.scale_to_zero(ns, name)
+                record(last)
             elif not changes:
                 return Outcome(ActionResult.NOOP, "already as desired")
             done = ", ".join(f"{k}={v}" for k, v in changes.items()) or "bounds unchanged"

@@ -45,22 +45,58 @@ class EndpointGauges:
 
 @dataclass(slots=True)
 class Health:
-    """Loop liveness as seen by the probes, in the loop clock's time base."""
+    """Loop liveness and readiness as seen by the probes, in the loop clock's time base.
+
+    Alive: ticks are being attempted (a tick that fails because the API is down still proves the
+    loop runs; restarting the process would not fix the API). Ready: the last tick saw the account,
+    or fewer than `unready_after` ticks in a row failed, and the token was not rejected. The probes
+    only read these fields, so they never wait on a tick.
+    """
 
     tick_interval_s: float
+    unready_after: int = 3
     started_at: float | None = None
     last_tick_at: float | None = None
+    last_attempt_at: float | None = None
     ticks: int = 0
+    failed_in_a_row: int = 0
+    last_error: str | None = None
+    token_rejected: bool = False
     stopping: bool = False
 
     def alive(self, now: float) -> tuple[bool, str]:
         grace = 3 * self.tick_interval_s + 60
-        ref = self.last_tick_at or self.started_at
+        ref = self.last_attempt_at or self.last_tick_at or self.started_at
         if ref is None:
             return False, "loop not started"
         if now - ref > grace:
             return False, f"no tick completed for {now - ref:.0f}s (limit {grace:.0f}s)"
         return True, "ok"
+
+    def succeeded(self, now: float) -> None:
+        self.last_tick_at = now
+        self.ticks += 1
+        self.failed_in_a_row = 0
+        self.last_error = None
+        self.token_rejected = False
+
+    def failed(self, why: str, *, auth: bool = False) -> None:
+        self.failed_in_a_row += 1
+        self.last_error = why
+        self.token_rejected = auth
+
+    def ready(self) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "stopping"
+        if self.token_rejected:
+            return False, f"token rejected: {self.last_error}"
+        if self.failed_in_a_row >= self.unready_after:
+            return False, f"{self.failed_in_a_row} ticks in a row failed: {self.last_error}"
+        if self.ticks == 0:
+            if self.last_error is None:
+                return False, "no tick yet"
+            return False, f"no successful tick yet: {self.last_error}"
+        return True, "ok" if not self.failed_in_a_row else f"last tick failed: {self.last_error}"
 
 
 class _EndpointCollector(Collector):
@@ -203,11 +239,25 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self._leading: bool | None = None
         self.ticks = Counter("governor_ticks", "Reconcile ticks by result.", ["result"], registry=r)
         self.tick_duration = Histogram(
             "governor_tick_duration_seconds",
             "Wall time of one tick (discover, scrape, decide, act).",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
+            registry=r,
+        )
+        self.tick_errors = Counter(
+            "governor_tick_errors",
+            "Failed ticks by reason: auth (the token was rejected for every namespace), discovery "
+            "(no namespace could be listed), internal.",
+            ["reason"],
+            registry=r,
+        )
+        self.tick_skipped = Counter(
+            "governor_tick_skipped",
+            "Work left undone because a tick ran out of its budget (loop.tick_budget_s), by phase.",
+            ["phase"],
             registry=r,
         )
         self.last_tick = Gauge(
@@ -244,6 +294,26 @@ class Metrics:
             "governor_managed_endpoints", "Endpoints Governor manages now.", registry=r
         )
         self.dry_run = Gauge("governor_dry_run", "1 when Governor only logs decisions.", registry=r)
+        self.leader = Gauge(
+            "governor_leader",
+            "1 when this replica leads (may write to the API and the ledger), 0 on a standby.",
+            ["identity"],
+            registry=r,
+        )
+        self.lease_holder = Gauge(
+            "governor_lease_holder_info",
+            "The replica holding the election Lease as this replica last read it (value 1).",
+            ["holder"],
+            registry=r,
+        )
+        self.leadership_changes = Counter(
+            "governor_leadership_changes",
+            "Times this replica gained or lost the leadership.",
+            ["change"],
+            registry=r,
+        )
+        for change in ("gained", "lost"):
+            self.leadership_changes.labels(change)
         Info("governor_build", "Governor version.", registry=r).info({"version": __version__})
         r.register(_EndpointCollector(self))
         self.dry_run.set(0)
@@ -251,6 +321,22 @@ class Metrics:
             self.scrape_errors.labels(reason)
         for result in ("ok", "error"):
             self.ticks.labels(result)
+        for reason in ("auth", "discovery", "internal"):
+            self.tick_errors.labels(reason)
+        for phase in ("discover", "scrape", "decide"):
+            self.tick_skipped.labels(phase)
+
+    def set_leader(self, identity: str, leading: bool, holder: str | None) -> None:
+        """Leadership as the election last saw it (a single daemon without election leads)."""
+        prev = self._leading
+        self.leader.clear()
+        self.leader.labels(identity).set(1 if leading else 0)
+        self.lease_holder.clear()
+        if holder:
+            self.lease_holder.labels(holder).set(1)
+        if prev is not None and prev != leading:
+            self.leadership_changes.labels("gained" if leading else "lost").inc()
+        self._leading = leading
 
     def record_call(self, rec: Any) -> None:
         """Hook for `EndpointsClient(on_call=...)`: counts API attempts by route and outcome."""
@@ -265,8 +351,7 @@ def create_app(metrics: Metrics, health: Health, clock: Clock) -> Starlette:
         )
 
     async def readyz(_: Request) -> JSONResponse:
-        ready = health.ticks > 0 and not health.stopping
-        detail = "first tick done" if ready else ("stopping" if health.stopping else "no tick yet")
+        ready, detail = health.ready()
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "detail": detail},
             status_code=200 if ready else 503,

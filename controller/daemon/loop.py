@@ -21,7 +21,7 @@ from controller.core import Action, Decision, EndpointMemory, decide, defer
 from controller.core.params import EndpointSettings
 from controller.cost.ledger import CostTracker
 from controller.cost.pricing import PriceBook
-from controller.daemon.actuator import ActionResult, Actuator, Outcome
+from controller.daemon.actuator import ActionResult, Actuator, Outcome, describe
 from controller.daemon.context import EndpointContext, build_contexts
 from controller.daemon.exporter import EndpointGauges, Health, Metrics
 from controller.daemon.sdnotify import Notifier
@@ -68,6 +68,18 @@ class TickReport:
     unmanaged: list[str] = field(default_factory=list)
     namespace_errors: dict[str, str] = field(default_factory=dict)
     feed_errors: dict[str, str] = field(default_factory=dict)
+    # Why the tick failed (None: it succeeded): "auth" or "discovery" when no namespace could be
+    # listed, so Governor saw nothing of the account.
+    failed: str | None = None
+    # Work left undone because the tick ran out of its budget, by phase.
+    skipped: dict[str, int] = field(default_factory=dict)
+    # Whether this replica was the leader (acted and billed) during the tick.
+    leading: bool = True
+
+    @property
+    def blind(self) -> bool:
+        """True when the tick could not see the account at all (every listing failed)."""
+        return self.failed is not None
 
 
 class Governor:
@@ -82,8 +94,11 @@ class Governor:
         on_tick: Callable[[TickReport], None] | None = None,
         observers: Sequence[TickObserver] = (),
         cost: CostTracker | None = None,
+        leading: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
+        # Whether this replica may write (leader election); without election it always may.
+        self._leading = leading or (lambda: True)
         self.clock = clock
         self.client = client
         self.metrics = metrics or Metrics()
@@ -101,15 +116,24 @@ class Governor:
         self.windows = WindowStore(retention_s=settings.scrape.retention_s)
         self.actuator = Actuator(client, dry_run=settings.loop.dry_run)
         self.memory: dict[str, EndpointMemory] = store.load_memory() if store else {}
-        self.health = Health(tick_interval_s=settings.loop.tick_interval_s)
+        self.health = Health(
+            tick_interval_s=settings.loop.tick_interval_s,
+            unready_after=settings.loop.unready_after_failed_ticks,
+        )
         self.last: dict[str, Decision] = {}
         self._policy_cache: dict[str, list[Policy]] = {}
-        # Who Governor acts as, learnt from its own writes' `updatedBy`.
-        self.identity: str | None = None
+        # Who Governor acts as, learnt from its own writes' `updatedBy` and kept in the state
+        # file, so a restart (or a kill -9 right after a write) does not take its writes for a
+        # person's.
+        self.identity: str | None = store.load_identity() if store else None
         per_min = settings.loop.max_actions_per_min
         self._bucket = float(per_min)
         self._bucket_at: float | None = None
         self.metrics.dry_run.set(1 if settings.loop.dry_run else 0)
+        # Leader election's share of the identity: learn it from the Lease as a standby, publish
+        # it as the leader (see daemon/election.py).
+        self.learn_identity: Callable[[], str | None] | None = None
+        self.on_identity: Callable[[str], None] | None = None
 
     def _policies(self, es: EndpointSettings) -> list[Policy]:
         sig = repr(sorted(es.policies.items()))
@@ -119,9 +143,16 @@ class Governor:
             self._policy_cache[sig] = pols
         return pols
 
-    async def _discover(self, report: TickReport) -> list[Endpoint]:
+    async def _discover(self, report: TickReport, deadline: float) -> list[Endpoint]:
         found: list[Endpoint] = []
-        for ns in self.settings.namespaces:
+        auth_failures = 0
+        for i, ns in enumerate(self.settings.namespaces):
+            if time.monotonic() >= deadline:
+                left = len(self.settings.namespaces) - i
+                self._skip(report, "discover", left)
+                for rest in self.settings.namespaces[i:]:
+                    report.namespace_errors[rest] = "skipped: the tick ran out of its budget"
+                break
             try:
                 found.extend(await self.client.list_endpoints(ns))
                 for bad in self.client.invalid_items:
@@ -129,23 +160,40 @@ class Governor:
                     self.metrics.discovery_errors.labels("bad_item").inc()
             except ApiError as exc:
                 kind = "auth" if isinstance(exc, AuthError) else type(exc).__name__
+                auth_failures += kind == "auth"
                 report.namespace_errors[ns] = str(exc)
                 self.metrics.discovery_errors.labels(kind).inc()
                 log.error("discovery_failed", namespace=ns, error=str(exc), error_class=kind)
+        listed = {k for k in report.namespace_errors if not k.endswith("(item skipped)")}
+        if self.settings.namespaces and listed >= set(self.settings.namespaces):
+            # Not one namespace could be listed: Governor sees nothing, which is not "all quiet".
+            every_auth = auth_failures == len(self.settings.namespaces)
+            report.failed = "auth" if every_auth else "discovery"
         return found
+
+    def _skip(self, report: TickReport, phase: str, n: int) -> None:
+        if n > 0:
+            report.skipped[phase] = report.skipped.get(phase, 0) + n
+            self.metrics.tick_skipped.labels(phase).inc(n)
 
     async def tick(self) -> TickReport:
         started = time.perf_counter()
+        deadline = time.monotonic() + self.settings.loop.budget_s
         now = self.clock.now()
-        report = TickReport(at=now)
+        report = TickReport(at=now, leading=self._leading())
+        self.health.last_attempt_at = now
         s = self.settings
         try:
-            endpoints = await self._discover(report)
-            for obs in self.observers:
-                try:
-                    obs.observe(endpoints, now=now)
-                except Exception:
-                    log.exception("observer_failed", observer=type(obs).__name__)
+            endpoints = await self._discover(report, deadline)
+            if report.failed is not None:
+                return self._failed_tick(report, started)
+            if report.leading:
+                # Only the leader bills: a standby's ledger would count the same minutes again.
+                for obs in self.observers:
+                    try:
+                        obs.observe(endpoints, now=now)
+                    except Exception:
+                        log.exception("observer_failed", observer=type(obs).__name__)
             managed: list[Endpoint] = []
             for ep in endpoints:
                 if s.is_managed(ep.namespace or "", ep.name, ep.tags):
@@ -154,24 +202,20 @@ class Governor:
                     report.unmanaged.append(ep.key)
             # Paused and scaled-to-zero endpoints have no replicas to report: do not scrape them.
             live = [ep for ep in managed if ep.state in _SCRAPED]
-
-            def collect(key: str, res: FeedSample | FeedError) -> None:
-                if isinstance(res, FeedSample):
-                    self.windows.add(key, res)
-                else:
-                    report.feed_errors[key] = f"{res.reason}: {res}"
-                    self.metrics.scrape_errors.labels(res.reason).inc()
-
-            await self.scraper.scrape_into([(ep.namespace or "", ep.name) for ep in live], collect)
+            await self._scrape(live, report, deadline)
             del live
             self.windows.forget_except({ep.key for ep in managed})
             # Decision time is read once, after collection, so this tick's samples count.
             decided_at = self.clock.now()
-            report.entries = await self._decide_and_act(managed, endpoints, report, decided_at)
+            report.entries = await self._decide_and_act(
+                managed, endpoints, report, decided_at, deadline
+            )
             if self.store is not None:
                 self.store.save_memory(self.memory, now=now)
         except Exception:
             self.metrics.ticks.labels("error").inc()
+            self.metrics.tick_errors.labels("internal").inc()
+            self.health.failed("internal error (see the tick_failed log)")
             log.exception("tick_failed")
             raise
         finally:
@@ -179,11 +223,51 @@ class Governor:
         self.metrics.ticks.labels("ok").inc()
         self.metrics.last_tick.set(now)
         self.metrics.managed.set(len(managed))
-        self.health.last_tick_at = self.clock.now()
-        self.health.ticks += 1
+        self.health.succeeded(self.clock.now())
         if self.on_tick is not None:
             self.on_tick(report)
         return report
+
+    def _failed_tick(self, report: TickReport, started: float) -> TickReport:
+        """Every listing failed: count a failed tick, keep the last gauges, tell the probes."""
+        reason = report.failed or "discovery"
+        self.metrics.ticks.labels("error").inc()
+        self.metrics.tick_errors.labels(reason).inc()
+        detail = "; ".join(f"{ns}: {err}" for ns, err in report.namespace_errors.items())
+        why = (
+            "the API rejected the token for every namespace"
+            if reason == "auth"
+            else "no namespace could be listed"
+        )
+        self.health.failed(f"{why} ({detail})", auth=reason == "auth")
+        log.error("tick_failed", reason=reason, detail=detail)
+        if self.on_tick is not None:
+            self.on_tick(report)
+        return report
+
+    async def _scrape(self, live: Sequence[Endpoint], report: TickReport, deadline: float) -> None:
+        """Fetch the live endpoints' feeds, but only for what is left of the tick's budget."""
+        done: set[str] = set()
+
+        def collect(key: str, res: FeedSample | FeedError) -> None:
+            done.add(key)
+            if isinstance(res, FeedSample):
+                self.windows.add(key, res)
+            else:
+                report.feed_errors[key] = f"{res.reason}: {res}"
+                self.metrics.scrape_errors.labels(res.reason).inc()
+
+        keys = [(ep.namespace or "", ep.name) for ep in live]
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self.scraper.scrape_into(keys, collect)
+        except TimeoutError:
+            left = [ep.key for ep in live if ep.key not in done]
+            for key in left:
+                # No sample this tick: the decision sees stale data and holds.
+                report.feed_errors[key] = "skipped: the tick ran out of its budget"
+            self._skip(report, "scrape", len(left))
+            log.warning("tick_budget_exhausted", phase="scrape", skipped=len(left))
 
     async def _decide_and_act(
         self,
@@ -191,6 +275,7 @@ class Governor:
         listed: Sequence[Endpoint],
         report: TickReport,
         now: float,
+        deadline: float = float("inf"),
     ) -> list[TickEntry]:
         s = self.settings
         entries: list[TickEntry] = []
@@ -207,8 +292,15 @@ class Governor:
             last=self.last,
             report=self.cost.latest if self.cost is not None else None,
         )
-        for ep in managed:
+        if self.identity is None and self.learn_identity is not None:
+            self.identity = self.learn_identity()
+        for i, ep in enumerate(managed):
             key = ep.key
+            if time.monotonic() >= deadline:
+                # Out of budget: the rest is decided next tick, from a fresh listing.
+                self._skip(report, "decide", len(managed) - i)
+                log.warning("tick_budget_exhausted", phase="decide", skipped=len(managed) - i)
+                break
             es = ess[key]
             ctx = contexts.get(key, EndpointContext())
             window = self.windows.get(key)
@@ -233,11 +325,11 @@ class Governor:
                     decision, f"global limit of {s.loop.max_actions_per_min} actions/min reached"
                 )
             if decision.acts:
-                outcome = await self.actuator.apply(decision, ep)
+                outcome = await self._act(decision, ep, mem, now)
                 self.metrics.actions.labels(
                     decision.action.value, outcome.result.value, outcome.error
                 ).inc()
-                mem = self._after_action(mem, decision, outcome, now)
+                mem = self._after_action(self.memory.get(key, mem), decision, outcome, now)
             self.memory[key] = mem
             self.metrics.decisions.labels(
                 decision.policy or "none", decision.action.value, decision.reason.value
@@ -261,6 +353,40 @@ class Governor:
                 self.memory.pop(gone, None)
         return entries
 
+    async def _act(
+        self, decision: Decision, ep: Endpoint, mem: EndpointMemory, now: float
+    ) -> Outcome:
+        """Apply one decision; each write is recorded as Governor's own before anything can read
+        it back (a kill -9 after the write, or a lost response, must not look like a person)."""
+        key = decision.key
+        if not self._leading():
+            return Outcome(ActionResult.DRY_RUN, "standby (not the leader): " + describe(decision))
+        if decision.action is Action.PAUSE and not self.actuator.dry_run:
+            # Say it is Governor's pause before sending it: if the response is lost, the next
+            # tick sees a paused endpoint it may resume, not a person's pause.
+            why = decision.pause_reason or decision.policy or "governor"
+            mem = replace(mem, paused_by_governor=why)
+        self.memory[key] = mem
+        self._persist(key, mem, now)
+
+        def written(fresh: Endpoint) -> None:
+            cur = self.memory.get(key, mem)
+            self.memory[key] = replace(cur, last_known_update=fresh.status.updated_at.timestamp())
+            by = fresh.status.updated_by
+            if by is not None and by.name != self.identity:
+                self.identity = by.name
+                if self.store is not None:
+                    self.store.save_identity(by.name)
+                if self.on_identity is not None:
+                    self.on_identity(by.name)
+            self._persist(key, self.memory[key], now)
+
+        return await self.actuator.apply(decision, ep, on_write=written)
+
+    def _persist(self, key: str, mem: EndpointMemory, now: float) -> None:
+        if self.store is not None and not self.actuator.dry_run:
+            self.store.save_one(key, mem, now=now)
+
     def _take_token(self, now: float) -> bool:
         """Global token bucket: `max_actions_per_min` actions, refilled continuously."""
         cap = float(self.settings.loop.max_actions_per_min)
@@ -281,6 +407,13 @@ class Governor:
             mem = replace(mem, last_known_update=st.updated_at.timestamp())
             if st.updated_by is not None:
                 self.identity = st.updated_by.name
+        if (
+            outcome.result is ActionResult.FAILED
+            and outcome.error == "spec"
+            and d.action is Action.PAUSE
+        ):
+            # Refused outright: the endpoint is not paused, by Governor or anyone.
+            mem = replace(mem, paused_by_governor=None)
         if outcome.result is ActionResult.APPLIED:
             mem = replace(mem, last_action_at=now)
             if d.action is Action.PAUSE:
@@ -322,6 +455,7 @@ class Governor:
         """
         interval = self.settings.loop.tick_interval_s
         self.health.started_at = self.clock.now()
+        self.health.last_attempt_at = None
         keepalive = notifier.watchdog_s / 3 if notifier and notifier.watchdog_s else None
         ready_sent = False
         while not stop.is_set():

@@ -16,6 +16,7 @@ import structlog
 
 from controller.core import EndpointMemory
 from controller.errors import ConfigError
+from controller.files import private_file
 
 __all__ = ["StateStore"]
 
@@ -37,6 +38,7 @@ class StateStore:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -64,6 +66,22 @@ class StateStore:
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("state_row_unreadable", endpoint=key, error=str(exc))
         return out
+
+    def load_identity(self) -> str | None:
+        """The management API identity Governor's writes carry (`updatedBy`), once learnt."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='api_identity'").fetchone()
+        return row[0] if row else None
+
+    def save_identity(self, identity: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta VALUES ('api_identity', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (identity,),
+        )
+
+    def save_one(self, key: str, mem: EndpointMemory, *, now: float) -> None:
+        """One endpoint's memory, committed now (a write's record must survive a kill -9)."""
+        self.save_memory({key: mem}, now=now)
 
     def save_memory(self, items: Mapping[str, EndpointMemory], *, now: float) -> None:
         # A generator, not a list: at 10,000 endpoints the rows' JSON need not all exist at once.

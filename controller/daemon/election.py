@@ -1,0 +1,376 @@
+"""Leader election through a Kubernetes `coordination.k8s.io/v1` Lease, as client-go does it.
+
+Several replicas run the full loop (discover, scrape, decide) so a standby's windows are warm, but
+only the replica holding the Lease writes to the management API and to the ledger. The protocol is
+client-go's `leaderelection` with a `LeaseLock`:
+
+- every `retry_period_s` a replica GETs the Lease; if it does not exist, it creates it as holder;
+- the record (holder, renewTime, ...) is judged expired when it has not *changed* for
+  `lease_duration_s` of this replica's own clock (client-go's `observedTime`: no trust in the
+  other replica's clock), and only then may another replica take it;
+- taking or renewing is a PUT carrying the `resourceVersion` that was read, so of two replicas
+  racing for an expired Lease the API server accepts one and answers 409 Conflict to the other;
+- a leader that has not renewed for `renew_deadline_s` (< `lease_duration_s`) stops acting at
+  once, before anyone else may take over; a leader that shuts down cleanly releases the Lease
+  (empty holder), so the standby takes over on its next retry instead of after a lease period.
+
+The leader also writes the management API identity its writes carry (`updatedBy`) into an
+annotation, so a standby that takes over knows the leader's writes were Governor's own and not a
+person's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import structlog
+
+from controller.clock import Clock, WallClock
+from controller.errors import ConfigError
+
+if TYPE_CHECKING:
+    from controller.daemon.exporter import Metrics
+    from controller.daemon.loop import Governor
+    from controller.settings import ElectionSettings
+
+__all__ = [
+    "API_IDENTITY_ANNOTATION",
+    "LeaseConfig",
+    "LeaseElector",
+    "lease_config",
+    "wire_election",
+]
+
+log = structlog.get_logger("governor.election")
+
+API_IDENTITY_ANNOTATION = "governor.huggingface.co/api-identity"
+_SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseConfig:
+    """Everything the elector needs, resolved from settings and the pod's environment."""
+
+    api_url: str
+    namespace: str
+    name: str
+    identity: str
+    token_file: Path | None
+    ca_file: Path | None
+    lease_duration_s: float
+    renew_deadline_s: float
+    retry_period_s: float
+    timeout_s: float
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"election.{what}: cannot read {path}: {exc}") from None
+    if not text:
+        raise ConfigError(f"election.{what}: {path} is empty")
+    return text
+
+
+def lease_config(es: ElectionSettings, env: dict[str, str] | None = None) -> LeaseConfig:
+    """Fill what the settings leave unset from the pod (service account, env); ConfigError if
+    something needed cannot be found."""
+    env = dict(os.environ) if env is None else env
+    api_url = es.api_url
+    if api_url is None:
+        host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise ConfigError(
+                "election.api_url: not set and KUBERNETES_SERVICE_HOST is unset (not in a pod)"
+            )
+        api_url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    namespace = es.namespace
+    if namespace is None:
+        namespace = _read(_SA_DIR / "namespace", "namespace")
+    identity = es.identity or env.get("POD_NAME") or env.get("HOSTNAME") or os.uname().nodename
+    token_file = es.token_file
+    if token_file is not None and not token_file.exists():
+        raise ConfigError(f"election.token_file: {token_file} does not exist")
+    ca_file = es.ca_file
+    if ca_file is not None and not ca_file.exists():
+        raise ConfigError(f"election.ca_file: {ca_file} does not exist")
+    return LeaseConfig(
+        api_url=api_url.rstrip("/"),
+        namespace=namespace,
+        name=es.lease_name,
+        identity=identity,
+        token_file=token_file,
+        ca_file=ca_file,
+        lease_duration_s=es.lease_duration_s,
+        renew_deadline_s=es.renew_deadline_s,
+        retry_period_s=es.retry_period_s,
+        timeout_s=es.timeout_s,
+    )
+
+
+def _micro_time(t: float) -> str:
+    """Kubernetes MicroTime (RFC 3339, microseconds, UTC)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaseElector:
+    """One replica's side of the election. `is_leader()` is what the loop asks before any write."""
+
+    def __init__(
+        self,
+        cfg: LeaseConfig,
+        *,
+        clock: Clock | None = None,
+        monotonic: Callable[[], float] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_change: Callable[[LeaseElector], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.identity = cfg.identity
+        self.clock = clock or WallClock()
+        self._mono = monotonic or _monotonic
+        self.on_change = on_change
+        verify: ssl.SSLContext | bool = True
+        if cfg.api_url.startswith("https://") and cfg.ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(cfg.ca_file))
+        self._http = httpx.AsyncClient(
+            base_url=cfg.api_url,
+            timeout=httpx.Timeout(cfg.timeout_s),
+            verify=verify,
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{cfg.namespace}/leases/{cfg.name}"
+        # Who holds the Lease as last read (None: nobody / unknown), and its transitions count.
+        self.holder: str | None = None
+        self.transitions = 0
+        # The API identity the leader published (what `updatedBy` says on Governor's writes).
+        self.observed_api_identity: str | None = None
+        # What this replica publishes when it leads.
+        self.api_identity: str | None = None
+        self._observed: dict[str, Any] | None = None
+        self._observed_at: float = 0.0
+        self._renewed_at: float | None = None
+        self._leading = False
+        self.errors = 0
+
+    def __repr__(self) -> str:
+        lease = f"{self.cfg.namespace}/{self.cfg.name}"
+        return f"LeaseElector(identity={self.identity!r}, lease={lease})"
+
+    # -- what the loop asks -----------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        """True only while the last renewal is younger than the renew deadline."""
+        if not self._leading or self._renewed_at is None:
+            return False
+        if self._mono() - self._renewed_at >= self.cfg.renew_deadline_s:
+            self._set_leading(False, "renew deadline passed")
+            return False
+        return True
+
+    # -- the protocol -----------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        h = {"accept": "application/json", "content-type": "application/json"}
+        if self.cfg.token_file is not None:
+            # Re-read every time: projected service-account tokens are rotated by the kubelet.
+            h["authorization"] = f"Bearer {_read(self.cfg.token_file, 'token_file')}"
+        return h
+
+    def _record(self, lease: dict[str, Any]) -> dict[str, Any]:
+        spec = lease.get("spec") or {}
+        return {
+            "holderIdentity": spec.get("holderIdentity"),
+            "leaseDurationSeconds": spec.get("leaseDurationSeconds"),
+            "acquireTime": spec.get("acquireTime"),
+            "renewTime": spec.get("renewTime"),
+            "leaseTransitions": spec.get("leaseTransitions"),
+        }
+
+    def _spec(self, prev: dict[str, Any] | None) -> dict[str, Any]:
+        now = _micro_time(self.clock.now())
+        prev_spec = (prev or {}).get("spec") or {}
+        mine = prev_spec.get("holderIdentity") == self.identity
+        transitions = int(prev_spec.get("leaseTransitions") or 0)
+        if prev is not None and not mine:
+            transitions += 1
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": max(1, round(self.cfg.lease_duration_s)),
+            "acquireTime": prev_spec.get("acquireTime") if mine else now,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+
+    def _metadata(self, prev: dict[str, Any] | None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": self.cfg.name, "namespace": self.cfg.namespace}
+        annotations = dict(((prev or {}).get("metadata") or {}).get("annotations") or {})
+        if self.api_identity:
+            annotations[API_IDENTITY_ANNOTATION] = self.api_identity
+        if annotations:
+            meta["annotations"] = annotations
+        if prev is not None:
+            meta["resourceVersion"] = (prev.get("metadata") or {}).get("resourceVersion")
+        return meta
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One round of client-go's `tryAcquireOrRenew`; True when this replica leads after it.
+
+        The whole round (GET and PUT) has one deadline, `timeout_s`: a slow API server must not
+        keep a leader believing it still leads."""
+        try:
+            async with asyncio.timeout(self.cfg.timeout_s):
+                return await self._round()
+        except TimeoutError:
+            return self._failed(f"lease round took longer than {self.cfg.timeout_s:g}s")
+
+    async def _round(self) -> bool:
+        try:
+            resp = await self._http.get(self._path, headers=self._headers())
+            if resp.status_code == 404:
+                body = {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": self._metadata(None),
+                    "spec": self._spec(None),
+                }
+                created = await self._http.post(
+                    self._path.rsplit("/", 1)[0], json=body, headers=self._headers()
+                )
+                return self._after_write(created, None)
+            if resp.status_code != 200:
+                return self._failed(f"GET lease: HTTP {resp.status_code}")
+            lease = resp.json()
+            self._observe(lease)
+            holder = self._record(lease)["holderIdentity"]
+            if (
+                holder
+                and holder != self.identity
+                and self._mono() - self._observed_at < self.cfg.lease_duration_s
+            ):
+                self._set_leading(False, f"held by {holder}")
+                return False
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": self._metadata(lease),
+                "spec": self._spec(lease),
+            }
+            put = await self._http.put(self._path, json=body, headers=self._headers())
+            return self._after_write(put, lease)
+        except (httpx.HTTPError, ValueError) as exc:
+            return self._failed(f"{type(exc).__name__}: {exc}")
+
+    def _observe(self, lease: dict[str, Any]) -> None:
+        rec = self._record(lease)
+        if rec != self._observed:
+            self._observed = rec
+            self._observed_at = self._mono()
+        holder = rec["holderIdentity"] or None
+        changed = holder != self.holder
+        self.holder = holder
+        self.transitions = int(rec["leaseTransitions"] or 0)
+        if changed and self.on_change is not None:
+            self.on_change(self)
+        ann = (lease.get("metadata") or {}).get("annotations") or {}
+        if ann.get(API_IDENTITY_ANNOTATION):
+            self.observed_api_identity = ann[API_IDENTITY_ANNOTATION]
+
+    def _after_write(self, resp: httpx.Response, prev: dict[str, Any] | None) -> bool:
+        if resp.status_code == 409:
+            # Someone else wrote first (a race for an expired Lease, or a create race).
+            self._set_leading(False, "conflict: another replica wrote the Lease first")
+            return False
+        if resp.status_code not in (200, 201):
+            return self._failed(f"write lease: HTTP {resp.status_code}")
+        self._observe(resp.json())
+        self._renewed_at = self._mono()
+        self._set_leading(True, "acquired" if prev is None else "renewed")
+        return True
+
+    def _failed(self, why: str) -> bool:
+        self.errors += 1
+        log.warning("lease_call_failed", lease=self.cfg.name, error=why)
+        # A leader keeps leading through a failed renewal until the renew deadline (is_leader).
+        return self.is_leader()
+
+    def _set_leading(self, leading: bool, why: str) -> None:
+        if leading != self._leading:
+            self._leading = leading
+            if leading:
+                self.holder = self.identity
+            log.warning(
+                "leadership_gained" if leading else "leadership_lost",
+                identity=self.identity,
+                lease=f"{self.cfg.namespace}/{self.cfg.name}",
+                detail=why,
+            )
+            if self.on_change is not None:
+                self.on_change(self)
+
+    async def release(self) -> None:
+        """On a clean shutdown: give the Lease up (empty holder) so a standby takes it at once."""
+        if not self.is_leader():
+            return
+        self._set_leading(False, "released")
+        try:
+            resp = await self._http.get(self._path, headers=self._headers())
+            if resp.status_code != 200:
+                return
+            lease = resp.json()
+            if self._record(lease)["holderIdentity"] != self.identity:
+                return
+            spec = dict(lease.get("spec") or {})
+            spec["holderIdentity"] = None
+            spec["leaseDurationSeconds"] = 1
+            spec["renewTime"] = _micro_time(self.clock.now())
+            lease["spec"] = spec
+            await self._http.put(self._path, json=lease, headers=self._headers())
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("lease_release_failed", error=str(exc))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Try to acquire, then renew, every `retry_period_s` until `stop`; then release."""
+        try:
+            while not stop.is_set():
+                await self.try_acquire_or_renew()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.cfg.retry_period_s)
+        finally:
+            await self.release()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+def wire_election(gov: Governor, elector: LeaseElector, metrics: Metrics) -> None:
+    """Connect a Governor to the elector: leadership to the metrics, the API identity both ways
+    (the leader publishes what its writes carry, a standby learns it before it ever writes)."""
+    elector.api_identity = gov.identity
+
+    def changed(e: LeaseElector) -> None:
+        metrics.set_leader(e.identity, e.is_leader(), e.holder)
+
+    def publish(identity: str) -> None:
+        elector.api_identity = identity
+
+    elector.on_change = changed
+    gov.learn_identity = lambda: elector.observed_api_identity
+    gov.on_identity = publish
+    metrics.set_leader(elector.identity, False, None)
