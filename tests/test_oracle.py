@@ -72,14 +72,26 @@ async def test_oracle_never_above_any_policy_at_equal_or_better_slo(seed):
                     for t in (2.0, 6.0)
                 ],
             ),
+            PolicySpec("static-zero", "static", replicas=2, floor=0),
             PolicySpec("oracle", "oracle"),
+            PolicySpec("oracle-overall", "oracle", scoring="overall"),
+            PolicySpec("bound", "bound"),
         ],
     )
     [rep] = await simulate([_synthetic(seed)], cfg, progress=None)
     runs = {r.policy: r for r in rep.runs}
     oracle = runs.pop("oracle")
+    overall = runs.pop("oracle-overall")
+    bound = runs.pop("bound")
     assert oracle.meets_slo
+    assert overall.meets_slo
+    assert overall.cost_usd <= oracle.cost_usd
     for r in runs.values():
         if r.slo_attainment >= oracle.slo_attainment:
             assert oracle.cost_usd <= r.cost_usd, (r.policy, r.cost_usd, oracle.cost_usd)
     assert oracle.cost_usd < runs["static-big"].cost_usd
+    # the bound is below every run that meets the SLO, the oracles' included
+    for r in [*runs.values(), oracle, overall]:
+        if r.meets_slo:
+            assert bound.cost_usd <= r.cost_usd, (r.policy, r.cost_usd, bound.cost_usd)
+    assert bound.cost_usd > 0

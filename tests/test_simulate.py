@@ -17,7 +17,7 @@ from controller.backtest.simulate import (
     load_sim_config,
     simulate,
 )
-from controller.backtest.traces import load_trace
+from controller.backtest.traces import RequestTrace, load_trace
 from controller.cli import main
 from controller.emulator.load import Trace, pattern_from_json, pattern_to_json
 from controller.emulator.platform import Platform, PlatformConfig, SimParams
@@ -101,10 +101,17 @@ def test_cli_end_to_end_ten_minute_slice(tmp_path, capsys):
         assert name in text
     data = json.loads((out / "report.json").read_text())
     runs = data["traces"][0]["runs"]
-    assert [r["kind"] for r in runs] == ["platform", "static", "governor", "governor", "oracle"]
-    oracle = runs[-1]
+    kinds = ["platform", "platform", "static", "governor", "governor", "oracle", "oracle", "bound"]
+    assert [r["kind"] for r in runs] == kinds
+    assert data["traces"][0]["unavailable"] == ["governor-autopilot"]
+    oracle, overall, bound = runs[-3:]
     assert oracle["meets_slo"]
+    assert overall["meets_slo"]
+    assert bound["cost_usd"] <= overall["cost_usd"] <= oracle["cost_usd"]
     assert all(r["cost_usd"] > 0 and 0 <= r["slo_attainment"] <= 1 for r in runs)
+    # every system starts cold, 600 s before the first request: each run's first sample has
+    # no ready replica
+    assert all(r["timeline"]["ready"][0] == 0 for r in runs[:-1])
     md = (out / "report.md").read_text()
     assert "| policy |" in md
     assert "CC-BY 4.0" in md
@@ -159,3 +166,108 @@ def test_config_file_policies_and_service(tmp_path):
     assert cfg.service.decode_tps == 40
     assert [p.name for p in cfg.policies] == ["s3", "o"]
     assert asdict(cfg)["service"]["prefill_tps"] == 2000.0
+
+
+def _zero_platform(hold_s):
+    p = Platform(start=T0, config=PlatformConfig(concurrency=1, cold_start_s=100))
+    p.create(
+        "ns",
+        endpoint_body("e", min_replica=0, max_replica=1),
+        load=Trace((5.0, 6.0, 400.0), service_s=(1.0, 1.0, 1.0)),
+        ready=True,
+        sim=SimParams(concurrency=1, cold_start_s=100, hold_s=hold_s),
+    )
+    return p, p.record_requests("ns", "e")
+
+
+def test_cold_start_from_zero_answers_503_or_waits_with_scale_up_timeout():
+    # scaled to zero: the first arrival wakes it; without a hold both early requests are 503s
+    p, log = _zero_platform(None)
+    p.advance_to(T0 + 500)
+    assert [math.isnan(w) for w in log.wait] == [True, True, False]
+    # X-Scale-Up-Timeout 300 s: both wait for the replica woken at 5 s (ready at 105 s)
+    p, log = _zero_platform(300.0)
+    p.advance_to(T0 + 500)
+    assert list(log.wait) == pytest.approx([100.0, 100.0, 0.0])
+    # a hold shorter than the cold start runs out: 503 at its deadline
+    p, log = _zero_platform(30.0)
+    p.advance_to(T0 + 500)
+    assert [math.isnan(w) for w in log.wait] == [True, True, False]
+    assert p.snapshot()["endpoints"]["ns/e"]["ready_replicas"] == 1
+
+
+async def test_floor_zero_scales_to_zero_and_lead_in_is_idle():
+    # sparse load: two requests 40 min apart; a floor-0 platform endpoint (15 min timeout)
+    # sleeps between them and pays a cold start (503s) for each, a floor-1 one stays warm
+    trace = RequestTrace("sparse", (0.0, 2400.0))
+    cfg = SimConfig(
+        lead_in_s=300,
+        policies=[
+            PolicySpec("p1", "platform"),
+            PolicySpec("p0", "platform", floor=0),
+            PolicySpec("o", "oracle"),
+        ],
+    )
+    [rep] = await simulate([trace], cfg, progress=None)
+    p1, p0, o = rep.runs
+    assert p1.rejected_503 == 0
+    assert p1.slo_attainment == 1.0
+    assert p0.rejected_503 == 2
+    assert p0.cost_usd < p1.cost_usd
+    assert "scale to zero after 15 idle min" in p0.detail
+    assert o.meets_slo
+    assert o.cost_usd < p1.cost_usd
+    assert rep.load_per_min[:5] == [0] * 5
+    assert rep.lead_in_s == 300
+
+
+DAEMON_YAML = """\
+api: {base_url: "https://api.endpoints.huggingface.cloud/v2"}
+namespaces: [acme]
+manage: {names: [chat, other]}
+loop: {tick_interval_s: 30, dry_run: true}
+server: {listen: "0.0.0.0:9108"}
+defaults:
+  floor: 1
+  ceiling: 10
+  policies: {pending_requests: {target_per_replica: 6}}
+endpoints:
+  - match: {names: [chat]}
+    floor: 2
+    ceiling: 3
+  - match: {tags: [bursty]}
+    policies: {pending_requests: {target_per_replica: 4}}
+budgets:
+  - {scope: namespace, match: acme, period: month, usd: 100}
+"""
+
+
+def test_cli_replays_the_users_daemon_file(tmp_path, capsys):
+    conf = tmp_path / "governor.yaml"
+    conf.write_text(DAEMON_YAML)
+    out = tmp_path / "r"
+    argv = ["simulate", "--trace", "azure-conv", "--duration-s", "300", "--lead-in-s", "240"]
+    rc = main([*argv, "-c", str(conf), "--endpoint", "chat", "--tags", "bursty", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    runs = {
+        r["policy"]: r for r in json.loads((out / "report.json").read_text())["traces"][0]["runs"]
+    }
+    gov = runs["governor (acme/chat)"]
+    # the rule's floor and ceiling, the tag rule's policy parameter, the file's tick interval
+    assert gov["detail"].startswith("min 2, max 3")
+    assert "pending_requests(target_per_replica=4)" in gov["detail"]
+    assert max(gov["timeline"]["target"]) <= 3
+    assert min(gov["timeline"]["target"][20:]) >= 2
+    assert gov["timeline"]["t_s"][1] == 30.0
+    # every other system keeps the file's real ceiling
+    assert runs["platform-default"]["detail"].startswith("min 2, max 3")
+    assert all(max(r["timeline"]["target"]) <= 3 for r in runs.values() if r["timeline"])
+    # several managed names and no --endpoint: a one-line error naming them
+    assert main([*argv, "-c", str(conf), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--endpoint" in err
+    assert "chat, other" in err
+    assert main([*argv, "-c", str(conf), "--endpoint", "nobody", "--no-progress"]) == 2
+    assert "not managed by this config" in capsys.readouterr().err
+    assert main([*argv, "--endpoint", "chat", "--no-progress"]) == 2
+    assert "need a daemon config" in capsys.readouterr().err

@@ -81,6 +81,8 @@ def _run_bucket(
     heap = st.heap
     i = 0
     for i, (arr, svc, doomed) in enumerate(queue):  # noqa: B007
+        if not heap:  # no replica: everything waits
+            break
         free_at, rid = heap[0]
         start = free_at if free_at > arr else arr
         if start >= b1:
@@ -112,9 +114,14 @@ def replicas_needed(
     horizon_s: float | None = None,
     max_replicas: int = 1000,
     extra: dict[int, int] | None = None,
+    min_replicas: int = 1,
+    carry_allowance: bool = False,
 ) -> list[int]:
     """Ready replicas needed per bucket (see the module docstring). `offsets` are sorted arrival
-    offsets in seconds; `extra` adds replicas to given buckets (the runner's corrections)."""
+    offsets in seconds; `extra` adds replicas to given buckets (the runner's corrections);
+    `min_replicas` 0 lets idle buckets have none (scale to zero). `carry_allowance` carries the
+    unused, fractional part of each bucket's miss allowance forward, so the misses are bounded
+    overall (as runs are scored) rather than bucket by bucket."""
     horizon = horizon_s if horizon_s is not None else (offsets[-1] if offsets else 0.0) + 1.0
     nb = max(1, math.ceil(horizon / bucket_s))
     per: list[list[tuple[float, float]]] = [[] for _ in range(nb)]
@@ -123,21 +130,24 @@ def replicas_needed(
     st = _State()
     out: list[int] = []
     extra = extra or {}
+    credit = 0.0
     for b in range(nb):
         b0, b1 = b * bucket_s, (b + 1) * bucket_s
-        allow = math.floor((1.0 - attainment) * len(per[b]) + 1e-9)
-        chosen: tuple[int, _State] | None = None
-        for n in range(1, max_replicas + 1):
+        share = (1.0 - attainment) * len(per[b])
+        allow = math.floor(share + (credit if carry_allowance else 0.0) + 1e-9)
+        chosen: tuple[int, _State, int] | None = None
+        for n in range(min_replicas, max_replicas + 1):
             nst, misses = _run_bucket(st, n, per[b], b0, b1, slo_s, concurrency)
             if misses <= allow or n == max_replicas:
-                chosen = (n, nst)
+                chosen = (n, nst, misses)
                 break
         assert chosen is not None
-        n, nst = chosen
+        n, nst, misses = chosen
         add = extra.get(b, 0)
         if add:
             n = min(max_replicas, n + add)
-            nst, _ = _run_bucket(st, n, per[b], b0, b1, slo_s, concurrency)
+            nst, misses = _run_bucket(st, n, per[b], b0, b1, slo_s, concurrency)
+        credit = max(0.0, credit + share - misses)
         st = nst
         out.append(n)
     return out

@@ -74,7 +74,8 @@ def _rows(rep: TraceReport) -> list[dict[str, str]]:
 def _header(rep: TraceReport, cfg: SimConfig) -> str:
     notes = f" ({'; '.join(rep.notes)})" if rep.notes else ""
     return (
-        f"{rep.trace}{notes}: {rep.requests:,} requests over {rep.duration_s / 60:.1f} min; "
+        f"{rep.trace}{notes}: {rep.requests:,} requests over {rep.duration_s / 60:.1f} min after "
+        f"{rep.lead_in_s:g} s idle, every system from a cold start; "
         f"SLO: queueing delay <= {cfg.slo_ms:g} ms for >= {100 * cfg.slo_attainment:g}% of "
         f"requests (503s are misses); {cfg.instance}, {cfg.service.concurrency} concurrent "
         f"requests per replica, cold start {cfg.service.cold_start_s:g} s"
@@ -208,7 +209,7 @@ def _plots(
     files = []
     for rep in reports:
         slug = _slug(rep.trace)
-        runs: list[RunResult] = rep.runs
+        runs: list[RunResult] = [r for r in rep.runs if r.timeline]
         fig, axes = plt.subplots(len(runs), 1, figsize=(10, 1.9 * len(runs) + 0.6), sharex=True)
         axes = list(axes) if len(runs) > 1 else [axes]
         minutes = [i for i in range(len(rep.load_per_min))]
@@ -236,7 +237,7 @@ def _plots(
         plt.close(fig)
         files.append(p)
         fig, ax = plt.subplots(figsize=(6, 4))
-        for r in runs:
+        for r in rep.runs:
             ax.scatter(100 * r.slo_attainment, r.cost_usd, s=40)
             ax.annotate(
                 r.policy,
@@ -245,6 +246,9 @@ def _plots(
                 xytext=(4, 4),
                 textcoords="offset points",
             )
+        for r in rep.runs:
+            if not r.timeline:  # the lower bound: a cost, not a run
+                ax.axhline(r.cost_usd, color="grey", ls="--", lw=1)
         ax.axvline(100 * cfg.slo_attainment, color="grey", ls=":", lw=1)
         ax.set_xlabel(f"SLO attainment % (queueing delay <= {cfg.slo_ms:g} ms)")
         ax.set_ylabel("cost $")

@@ -4,6 +4,7 @@ The work is in `controller.backtest.simulate`; the report in `controller.backtes
 
     governor simulate --trace azure-code --out report/
     governor simulate --trace azure-conv --trace my.csv --slo-ms 2000 --config sim.yaml
+    governor simulate --trace my.csv -c governor.yaml --endpoint chat-llm
 
 Exit codes: 0 done, 1 runtime failure, 2 bad trace, configuration or usage.
 """
@@ -41,7 +42,37 @@ def add_simulate_parser(sub: Any) -> argparse.ArgumentParser:
         help=f"CSV trace file (.csv or .csv.gz) or a bundled trace ({', '.join(sorted(BUNDLED))});"
         " repeatable: each trace is a separate backtest",
     )
-    s.add_argument("--config", metavar="FILE", help="YAML: service model and policies to compare")
+    s.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="YAML: your daemon config (governor.yaml: replays its Governor for --endpoint, next "
+        "to the baselines, within its floor and ceiling) or the simulate-only format (service "
+        "model and policies to compare)",
+    )
+    s.add_argument(
+        "--endpoint",
+        metavar="NAME",
+        help="with a daemon config: the endpoint (name or ns/name) whose rules to replay "
+        "(default: the only name in manage.names)",
+    )
+    s.add_argument(
+        "--tags",
+        default="",
+        metavar="T1,T2",
+        help="with a daemon config: the endpoint's tags, for tag-matched rules",
+    )
+    s.add_argument(
+        "--lead-in-s",
+        type=float,
+        help="idle time before the first request; every system starts cold then (default 600)",
+    )
+    s.add_argument(
+        "--scale-up-timeout-s",
+        type=float,
+        help="clients send X-Scale-Up-Timeout: a request finding no ready replica waits up to "
+        "this long instead of getting a 503 (default: 503)",
+    )
     s.add_argument("--out", metavar="DIR", help="write report.json, report.md and PNG plots here")
     s.add_argument("--slo-ms", type=float, help="queueing-delay target in ms (default 1000)")
     s.add_argument(
@@ -89,13 +120,26 @@ def _transform(tr: RequestTrace, args: argparse.Namespace, seed: int) -> Request
 
 
 def run_simulate(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    from controller.backtest.daemon_file import (
+        daemon_policies,
+        is_daemon_file,
+        system_from_daemon_file,
+    )
     from controller.backtest.report import render_table, write_report
     from controller.backtest.simulate import load_sim_config, simulate
 
     configure_logging(fmt="console", level="error")
+    daemon = bool(args.config) and is_daemon_file(args.config)
     try:
+        if not daemon and (args.endpoint or args.tags):
+            raise ConfigError("--endpoint and --tags need a daemon config (-c governor.yaml)")
+        if daemon and args.max_replicas is not None:
+            raise ConfigError(
+                "--max-replicas: the daemon config's ceiling for the endpoint is used; "
+                "change it there"
+            )
         cfg = load_sim_config(
-            args.config,
+            None if daemon else args.config,
             slo_ms=args.slo_ms,
             slo_attainment=args.slo_attainment,
             seed=args.seed,
@@ -103,7 +147,14 @@ def run_simulate(args: argparse.Namespace, argv: list[str] | None = None) -> int
             max_replicas=args.max_replicas,
             cold_start_s=args.cold_start_s,
             concurrency=args.concurrency,
+            lead_in_s=args.lead_in_s,
+            scale_up_timeout_s=args.scale_up_timeout_s,
         )
+        if daemon:
+            tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+            system = system_from_daemon_file(args.config, args.endpoint, tags)
+            cfg.max_replicas = system.ceiling
+            cfg.policies = daemon_policies(cfg, system)
         traces = [load_trace(t) for t in args.trace]
         if args.concat and len(traces) > 1:
             traces = [concat(traces, gap_s=args.gap_s)]

@@ -26,7 +26,10 @@ of `PlatformConfig` or `SimParams`):
 - **Rejections.** An arrival while the endpoint has no ready replica (pending, initializing with
   none ready, scaledToZero, paused, failed) is answered 503 at once and counted as
   `http_requests{replica_id="proxy",status_code="503"}`. An arrival at a scaledToZero endpoint
-  wakes it (initializing, `max(minReplica, 1)` replicas cold-starting).
+  wakes it (initializing, `max(minReplica, 1)` replicas cold-starting). With `SimParams.hold_s`
+  (the clients of a load pattern send `X-Scale-Up-Timeout`), such a request is held instead: it
+  wakes a scaledToZero endpoint and is queued, ahead of later arrivals, as soon as a replica is
+  ready, or answered 503 when the hold runs out (its queueing delay counts from its arrival).
 - **Idle (scale-to-zero) timer.** Runs only while the endpoint is `running`, from when it became
   running (a cold start or an update never eats into it). Activity resets it: a request arriving
   (served or 503) or completing. It does not run out while a request is queued, in service or
@@ -119,6 +122,7 @@ __all__ = [
 
 S = EndpointState
 SERVING = frozenset({S.RUNNING, S.INITIALIZING, S.UPDATING})
+_HOLDABLE = SERVING | {S.PENDING, S.SCALED_TO_ZERO}  # states whose proxy holds a request
 PROXY_REPLICA = "proxy"
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 METRICS = ("pendingRequests", "hardwareUsage")
@@ -190,6 +194,9 @@ class SimParams:
     cold_start_s: float | None = None
     concurrency: int | None = None
     service_time_s: float | None = None
+    # Load-pattern requests that find no ready replica are held at the proxy this long (the
+    # clients' `X-Scale-Up-Timeout`, waking a scaledToZero endpoint) instead of 503 at once.
+    hold_s: float | None = None
 
 
 @dataclass
@@ -267,6 +274,8 @@ class _Endpoint:
         self.last_request_at = 0.0  # last request activity: an arrival or a completion
         self.running_since = math.inf  # when it last became running (the idle timer's origin)
         self.held = 0  # requests held at the proxy (X-Scale-Up-Timeout) waiting for a replica
+        # load-pattern requests held (SimParams.hold_s): (arrival, service time or None, deadline)
+        self.holding: deque[tuple[float, float | None, float]] = deque()
         self.last_scale_at = -math.inf
         self.load: LoadPattern | None = None
         self.load_t0 = 0.0
@@ -494,6 +503,13 @@ class Platform:
         if ep.state in SERVING and ep.first_ready_at <= at:
             ep.queue.append((at, ticket, svc))
             return True
+        hold = ep.sim.hold_s
+        if hold and ticket is None and ep.state in _HOLDABLE:
+            ep.holding.append((at, svc, at + hold))
+            ep.held += 1
+            if ep.state == S.SCALED_TO_ZERO:
+                self._wake(ep, at)
+            return False
         self._count(ep, PROXY_REPLICA, "503")
         ep.rejected += 1
         if ep.log is not None:
@@ -533,6 +549,8 @@ class Platform:
                         pos += dt
                         self._arrive(ep, pos, None)
                         ep.need = ep.rng.expovariate(1.0)
+        if ep.holding:
+            self._serve_held(ep, b)
         # 2. replicas becoming ready get their slots
         if ep.unslotted:
             conc = self._concurrency(ep)
@@ -725,7 +743,35 @@ class Platform:
         heapq.heapify(ep.slots)
         ep.first_ready_at = min((r.ready_at for r in ep.replicas), default=math.inf)
 
+    def _serve_held(self, ep: _Endpoint, b: float) -> None:
+        """Held requests go to the front of the queue once a replica is ready (before their
+        deadline), or are answered 503 when their hold runs out; either ends the hold."""
+        ready_at = ep.first_ready_at if ep.state in SERVING else math.inf
+        moved: list[tuple[float, RequestTicket | None, float | None]] = []
+        keep: deque[tuple[float, float | None, float]] = deque()
+        for at, svc, deadline in ep.holding:
+            if ready_at < b and ready_at <= deadline:
+                moved.append((at, None, svc))
+            elif deadline < b:
+                self._count(ep, PROXY_REPLICA, "503")
+                ep.rejected += 1
+                ep.last_request_at = deadline
+                if ep.log is not None:
+                    ep.log.add(at, math.nan)
+            else:
+                keep.append((at, svc, deadline))
+        ep.held -= len(ep.holding) - len(keep)
+        ep.holding = keep
+        ep.queue.extendleft(reversed(moved))
+
     def _reject_queue(self, ep: _Endpoint, reason: str) -> None:
+        for at, _, _ in ep.holding:
+            self._count(ep, PROXY_REPLICA, "503")
+            ep.rejected += 1
+            if ep.log is not None:
+                ep.log.add(at, math.nan)
+        ep.held -= len(ep.holding)
+        ep.holding.clear()
         while ep.queue:
             arr_t, ticket, _ = ep.queue.popleft()
             self._count(ep, PROXY_REPLICA, "503")
@@ -1348,8 +1394,10 @@ class Platform:
         return ep.log
 
     def queued_arrivals(self, ns: str, name: str) -> list[float]:
-        """Arrival times of the requests still waiting in the endpoint's queue."""
-        return [arr for arr, _, _ in self._ep(ns, name).queue]
+        """Arrival times of the requests still waiting in the endpoint's queue or held at its
+        proxy."""
+        ep = self._ep(ns, name)
+        return [arr for arr, _, _ in ep.holding] + [arr for arr, _, _ in ep.queue]
 
     def load_rate(self, ns: str, name: str) -> float:
         ep = self._ep(ns, name)
