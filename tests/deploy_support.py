@@ -31,7 +31,7 @@ def need(tool: str) -> str:
     """The tool's path, or skip the test with the reason (`.ci/run` installs them)."""
     path = shutil.which(tool)
     if path is None:
-        pytest.skip(f"{tool} not installed (bash .ci/run installs it with apt-get)")
+        pytest.skip(f"{tool} not installed (bash .ci/run installs it)")
     return path
 
 

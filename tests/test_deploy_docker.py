@@ -1,62 +1,170 @@
-"""deploy/docker/Dockerfile cannot be built here (no registry but PyPI, no daemon); this checks what
-can be checked: it installs this pyproject's package, runs the `governor` console script as the
-entrypoint, as a non-root user, with config and state as volumes, and ships no build tools."""
+"""deploy/docker: the Dockerfile's inputs are pinned (base image by digest, every Python package by
+version and hash in requirements.lock, which agrees with pyproject.toml), it installs this
+pyproject's package without resolving anything itself, runs the `governor` console script as a
+non-root user with only the state as a volume (no config baked in), and its HEALTHCHECK command
+really tells a live Governor from a dead one. The image build itself is deploy/docker/build-local.sh
+(see docs/operations.md for what ran)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import subprocess
+import sys
 import tomllib
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from tests.deploy_support import DEPLOY, ROOT
+from tests.deploy_support import (
+    DEPLOY,
+    ROOT,
+    free_port,
+    governor_config,
+    spawn_governor,
+    start_emulator,
+    wait_http,
+    write_config,
+)
 
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+LOCK = DEPLOY / "docker" / "requirements.lock"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def stages() -> list[list[tuple[str, str]]]:
-    """Instructions per stage, continuation lines joined, comments dropped."""
+def instructions() -> list[tuple[str, str]]:
+    """(OP, argument) pairs, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    out: list[list[tuple[str, str]]] = []
+    out = []
     for line in text.splitlines():
         line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        op, _, arg = line.partition(" ")
-        if op.upper() == "FROM":
-            out.append([])
-        out[-1].append((op.upper(), arg.strip()))
+        if line and not line.startswith("#"):
+            op, _, arg = line.partition(" ")
+            out.append((op.upper(), arg.strip()))
     return out
 
 
-def test_multi_stage_with_slim_python_matching_requires_python():
-    st = stages()
-    assert len(st) >= 2
-    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+def global_args() -> dict[str, str]:
+    args = {}
+    for op, arg in instructions():
+        if op == "FROM":
+            break
+        if op == "ARG" and "=" in arg:
+            k, _, v = arg.partition("=")
+            args[k] = v
+    return args
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    out: list[list[tuple[str, str]]] = []
+    for op, arg in instructions():
+        if op == "FROM":
+            out.append([])
+        if out:
+            out[-1].append((op, arg))
+    return out
+
+
+def base_images() -> list[str]:
+    args = global_args()
+    images = []
+    for s in stages():
+        ref = s[0][1].split()[0]
+        images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], ref))
+    return images
+
+
+def locked() -> dict[str, tuple[str, list[str], list[str]]]:
+    """name -> (version, hashes, via) from the pip-compile output."""
+    out: dict[str, tuple[str, list[str], list[str]]] = {}
+    text = LOCK.read_text()
+    for block in re.split(r"\n(?=\S)", text):
+        head = block.split("\\", 1)[0].strip()
+        if not head or head.startswith("#"):
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)", head)
+        assert m, f"requirements.lock: not an exact pin: {head!r}"
+        hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", block)
+        via = re.findall(r"#\s+(?:via\s+)?(\S.*)", block)
+        name = canonicalize_name(m.group(1))
+        assert name not in out, f"requirements.lock: {name} twice"
+        out[name] = (m.group(2), hashes, [v.strip() for v in via if v.strip() != "via"])
+    return out
+
+
+def test_bases_are_slim_python_pinned_by_digest_matching_requires_python():
+    py = PYPROJECT["project"]["requires-python"]
     minimum = tuple(int(x) for x in re.search(r">=\s*([\d.]+)", py).group(1).split("."))
-    for s in st:
-        base = s[0][1].split()[0]
-        m = re.match(r"python:(\d+)\.(\d+)-slim", base)
-        assert m, f"not a slim Python base: {base}"
+    images = base_images()
+    assert len(images) >= 2
+    for image in images:
+        m = re.fullmatch(r"python:(\d+)\.(\d+)-slim-bookworm@sha256:[0-9a-f]{64}", image)
+        assert m, f"not a digest-pinned slim Python base: {image}"
         assert (int(m.group(1)), int(m.group(2))) >= minimum
+    assert len(set(images)) == 1  # build and runtime share the interpreter the venv points at
 
 
-def test_build_stage_installs_this_pyproject():
+def test_lock_is_pip_compile_output_of_this_pyproject():
+    head = LOCK.read_text().splitlines()[:6]
+    assert any("autogenerated by pip-compile with Python 3.11" in ln for ln in head), head
+    assert any(
+        "--generate-hashes" in ln and ln.rstrip().endswith("pyproject.toml") for ln in head
+    ), head
+
+
+def test_lock_pins_every_dependency_of_pyproject_with_hashes():
+    lock = locked()
+    for name, (version, hashes, _) in lock.items():
+        assert hashes, f"requirements.lock: {name} has no --hash"
+        assert version
+    for dep in PYPROJECT["project"]["dependencies"]:
+        req = Requirement(dep)
+        name = canonicalize_name(req.name)
+        assert name in lock, f"{req.name} is in pyproject.toml but not in requirements.lock"
+        assert req.specifier.contains(lock[name][0], prereleases=True), (
+            f"requirements.lock pins {name}=={lock[name][0]}, pyproject.toml wants {req}: "
+            "regenerate it (the pip-compile command in its header)"
+        )
+    # the build backend pyproject names is locked too (the image builds with --no-build-isolation)
+    for dep in PYPROJECT["build-system"]["requires"]:
+        req = Requirement(dep)
+        assert req.specifier.contains(lock[canonicalize_name(req.name)][0])
+
+
+def test_lock_has_nothing_stale():
+    """Every locked package is wanted by pyproject.toml or by another locked package."""
+    lock = locked()
+    for name, (_, _, via) in lock.items():
+        assert via, f"requirements.lock: {name} has no 'via' (not pip-compile output?)"
+        parents = {canonicalize_name(v.split()[0]) for v in via}
+        assert any(v.startswith("governor (pyproject.toml") for v in via) or parents & set(lock), (
+            f"requirements.lock: {name} is wanted by {via}, none of which is locked"
+        )
+
+
+def test_build_stage_installs_the_lock_with_hashes_then_this_project_without_deps():
     build = stages()[0]
     copies = " ".join(a for op, a in build if op == "COPY")
     assert "pyproject.toml" in copies
-    # the packages that pyproject's setuptools config includes are copied
-    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert "deploy/docker/requirements.lock" in copies
+    find = PYPROJECT["tool"]["setuptools"]["packages"]
     for pkg in find["find"]["include"]:
         assert pkg.rstrip("*") in copies
     runs = " ".join(a for op, a in build if op == "RUN")
-    assert re.search(r"pip install[^&]* \.(\s|$)", runs), runs
+    assert re.search(r"pip install --require-hashes -r requirements\.lock", runs), runs
+    (own,) = re.findall(r"pip install ([^&]*) \.(?:\s|$)", runs)
+    assert "--no-deps" in own, own
+    assert "--no-build-isolation" in own, own
+    assert "pip check" in runs
+    assert "install --upgrade" not in runs  # nothing unpinned
 
 
-def test_final_stage_runs_governor_as_non_root_with_volumes_and_no_build_tools():
+def test_final_stage_runs_governor_as_non_root_with_only_state_as_a_volume():
     final = stages()[-1]
     ops = dict(final)  # last one wins
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = PYPROJECT["project"]["scripts"]
     entry = yaml.safe_load(ops["ENTRYPOINT"])
     cmd = yaml.safe_load(ops["CMD"])
     assert entry[0] in scripts
@@ -64,19 +172,57 @@ def test_final_stage_runs_governor_as_non_root_with_volumes_and_no_build_tools()
     assert (entry + cmd)[1] == "run"
     user = ops["USER"].split(":")[0]
     assert user not in {"root", "0"}
-    vols = yaml.safe_load(ops["VOLUME"])
-    assert "/etc/governor" in vols
-    assert "/var/lib/governor" in vols
+    assert yaml.safe_load(ops["VOLUME"]) == ["/var/lib/governor"]
     runs = " ".join(a for op, a in final if op == "RUN")
     for tool in ("gcc", "build-essential", "pip install", "apt-get install", "make "):
         assert tool not in runs, f"{tool} in the final stage"
-    # only the built virtualenv (and the example config) come in; no source tree
+    # only the built virtualenv comes in: no source tree, no example config
     for op, a in final:
-        if op == "COPY":
-            assert a.startswith("--from=") or a.startswith("examples/governor.yaml"), a
+        if op in {"COPY", "ADD"}:
+            assert a.startswith("--from="), a
     env = ops["ENV"]
     assert "GOVERNOR_STATE__PATH=/var/lib/governor/" in env
     assert "9108" in ops["EXPOSE"]
+
+
+def healthcheck_argv() -> list[str]:
+    final = dict(stages()[-1])
+    m = re.match(r"(?:--\S+\s+)*CMD\s+(\[.*\])\s*$", final["HEALTHCHECK"])
+    assert m, final["HEALTHCHECK"]
+    argv = yaml.safe_load(m.group(1))
+    assert argv[0] == "python3"
+    return [sys.executable, *argv[1:]]
+
+
+def healthcheck_url_default() -> str:
+    env = dict(stages()[-1])["ENV"]
+    return re.search(r"HEALTHCHECK_URL=(\S+)", env).group(1)
+
+
+def run_healthcheck(url: str) -> int:
+    env = {"HEALTHCHECK_URL": url, "PATH": "/usr/bin:/bin"}
+    return subprocess.run(healthcheck_argv(), env=env, timeout=30, check=False).returncode
+
+
+async def test_healthcheck_passes_on_a_live_governor_and_fails_on_a_dead_one(tmp_path):
+    assert healthcheck_url_default().endswith(":9108/healthz")
+    srv = await start_emulator()
+    port = free_port()
+    proc = None
+    try:
+        cfg = governor_config(srv.base_url, port, tmp_path / "state.sqlite")
+        proc = await spawn_governor(write_config(tmp_path, cfg))
+        url = f"http://127.0.0.1:{port}/healthz"
+        await wait_http(url, proc=proc)
+        assert await asyncio.to_thread(run_healthcheck, url) == 0
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert await asyncio.to_thread(run_healthcheck, url) != 0  # nothing listens
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await srv.stop()
 
 
 def test_dockerignore_admits_what_the_build_copies():

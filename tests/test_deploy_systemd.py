@@ -86,6 +86,7 @@ def test_unit_has_the_required_settings():
     one = {k: v[-1] for k, v in s.items()}
     assert one["Type"] == "notify"
     assert one["Restart"] == "on-failure"
+    assert one["RestartPreventExitStatus"] == "2"  # a config error: restarting cannot help
     assert one["NoNewPrivileges"] == "yes"
     assert one["ProtectSystem"] == "strict"
     assert one["PrivateTmp"] == "yes"
@@ -100,6 +101,24 @@ def test_unit_has_the_required_settings():
     assert one["ExecStart"].split()[1:] == ["run", "-c", "/etc/governor/governor.yaml"]
     # the watchdog must outlast several ticks of the default 15 s interval
     assert int(one["WatchdogSec"].rstrip("s")) >= 4 * 15
+
+
+def test_a_config_error_exits_2(tmp_path):
+    """The status RestartPreventExitStatus=2 names: `governor run` on a bad config exits 2
+    with a one-line error, so systemd stops instead of restarting into the start limit."""
+    bad = tmp_path / "governor.yaml"
+    bad.write_text("namespaces: [acme]\nloop: {tick_interval_s: -1}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "run", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "HF_TOKEN": "hf_x"},
+    )
+    assert out.returncode == 2, out.stderr
+    assert "tick_interval_s" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_env_example_only_has_comments_or_governor_keys():
