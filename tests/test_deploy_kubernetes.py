@@ -33,6 +33,7 @@ SCHEMA_FILES = {
     ("v1", "Service"): "service-v1.json",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaim-v1.json",
     ("apps/v1", "Deployment"): "deployment-apps-v1.json",
+    ("apps/v1", "StatefulSet"): "statefulset-apps-v1.json",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicy-networking-v1.json",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudget-policy-v1.json",
     ("rbac.authorization.k8s.io/v1", "Role"): "role-rbac-v1.json",
@@ -42,9 +43,11 @@ CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
 }
-BASE_KINDS = set(SCHEMA_FILES) - {
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+RBAC = {("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding")}
+BASE_KINDS = set(SCHEMA_FILES) - RBAC - {("apps/v1", "StatefulSet")}
+HA_KINDS = (BASE_KINDS | RBAC | {("apps/v1", "StatefulSet")}) - {
+    ("apps/v1", "Deployment"),
+    ("v1", "PersistentVolumeClaim"),
 }
 
 
@@ -94,6 +97,11 @@ def copy_tree(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def rendered() -> list[dict]:
     return render(K8S / "overlays" / "example")
+
+
+@pytest.fixture(scope="module")
+def ha() -> list[dict]:
+    return render(K8S / "overlays" / "ha")
 
 
 def by_kind(objs: list[dict], kind: str) -> dict:
@@ -265,8 +273,13 @@ def test_prometheusrule_carries_exactly_the_alert_file():
     )
 
 
+def workload(objs: list[dict]) -> dict:
+    (w,) = [o for o in objs if o["kind"] in {"Deployment", "StatefulSet"}]
+    return w
+
+
 def config_volume(objs: list[dict]) -> str:
-    pod = by_kind(objs, "Deployment")["spec"]["template"]["spec"]
+    pod = workload(objs)["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/governor")
     vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
@@ -287,8 +300,8 @@ def test_a_config_edit_changes_the_pod_template(rendered, tmp_path):
     assert "tick_interval_s: 30" in new["data"]["governor.yaml"]
     assert new["metadata"]["name"] != cm["metadata"]["name"]
     assert config_volume(edited) == new["metadata"]["name"]
-    before = by_kind(rendered, "Deployment")["spec"]["template"]
-    after = by_kind(edited, "Deployment")["spec"]["template"]
+    before = workload(rendered)["spec"]["template"]
+    after = workload(edited)["spec"]["template"]
     assert before != after
     # and an unchanged config renders the same name (no spurious rollouts)
     assert config_volume(render(K8S / "overlays" / "example")) == cm["metadata"]["name"]
@@ -418,9 +431,115 @@ def test_networkpolicy_dns_to_kube_dns_https_out_metrics_in_from_prometheus(rend
     assert not any(peer_allows(p, own_ns, other_pod, same_ns=True) for p in peers)
 
 
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_ha_overlay_validates_strictly(ha, version):
+    counts: dict[tuple[str, str], int] = {}
+    for o in ha:
+        key = (o["apiVersion"], o["kind"])
+        counts[key] = counts.get(key, 0) + 1
+    assert set(counts) == HA_KINDS | set(CRD_SCHEMAS)
+    assert counts[("networking.k8s.io/v1", "NetworkPolicy")] == 2
+    assert schema_errors(ha, version) == []
+
+
+def test_ha_statefulset_is_the_base_pod_plus_election(ha, rendered):
+    """Two replicas, each with its own state volume; the pod is the base Deployment's with
+    exactly these additions: POD_NAME (the Lease identity), the API token, the spread."""
+    sts = by_kind(ha, "StatefulSet")["spec"]
+    assert sts["replicas"] == 2
+    assert sts["updateStrategy"]["type"] == "RollingUpdate"
+    assert sts["serviceName"] == by_kind(ha, "Service")["metadata"]["name"]
+    pod = json.loads(json.dumps(sts["template"]))
+    base = json.loads(json.dumps(by_kind(render(K8S / "base"), "Deployment")["spec"]["template"]))
+    spec, (c,) = pod["spec"], pod["spec"]["containers"]
+    assert spec.pop("automountServiceAccountToken") is True
+    assert base["spec"].pop("automountServiceAccountToken") is False
+    assert spec.pop("topologySpreadConstraints")[0]["topologyKey"] == "kubernetes.io/hostname"
+    (pod_name,) = [e for e in c["env"] if e["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    c["env"].remove(pod_name)
+    (claim,) = sts["volumeClaimTemplates"]
+    state_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/var/lib/governor")
+    assert claim["metadata"]["name"] == state_mount["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    base["spec"]["volumes"] = [v for v in base["spec"]["volumes"] if v["name"] != "state"]
+    assert c["image"] == "registry.example.com/platform/governor:0.1.0"
+    for p in (pod, base):  # the config's hashed name and the image differ by overlay
+        p["spec"]["containers"][0].pop("image")
+        for v in p["spec"]["volumes"]:
+            if "configMap" in v:
+                v["configMap"].pop("name")
+    assert pod == base
+    assert config_volume(ha) == by_kind(ha, "ConfigMap")["metadata"]["name"]
+
+
+def test_ha_rbac_is_get_create_update_on_the_lease_in_its_namespace(ha):
+    cfg = yaml.safe_load(by_kind(ha, "ConfigMap")["data"]["governor.yaml"])
+    assert cfg["election"]["enabled"] is True
+    assert cfg["election"].get("namespace") is None  # the pod's own
+    lease = cfg["election"].get("lease_name", "governor")
+    ns = by_kind(ha, "Namespace")["metadata"]["name"]
+    role = by_kind(ha, "Role")
+    assert role["metadata"]["namespace"] == ns
+    grants: dict[str, set[str | None]] = {}
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == ["coordination.k8s.io"]
+        assert rule["resources"] == ["leases"]
+        for verb in rule["verbs"]:
+            for name in rule.get("resourceNames", [None]):
+                grants.setdefault(verb, set()).add(name)
+    # what controller/daemon/election.py does: GET, POST (create) and PUT (update) of the Lease
+    assert grants == {"create": {None}, "get": {lease}, "update": {lease}}
+    rb = by_kind(ha, "RoleBinding")
+    assert rb["metadata"]["namespace"] == ns
+    assert rb["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    sa = by_kind(ha, "ServiceAccount")
+    pod = by_kind(ha, "StatefulSet")["spec"]["template"]["spec"]
+    assert rb["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": ns}
+    ]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_ha_networkpolicies_add_only_the_api_server_port(ha, rendered):
+    base_np = by_kind(rendered, "NetworkPolicy")["spec"]
+    nps = {o["metadata"]["name"]: o["spec"] for o in ha if o["kind"] == "NetworkPolicy"}
+    assert nps.pop("governor") == base_np
+    ((_, extra),) = nps.items()
+    assert extra["policyTypes"] == ["Egress"]
+    assert "ingress" not in extra
+    assert [p for r in extra["egress"] for p in r["ports"]] == [{"port": 6443, "protocol": "TCP"}]
+    labels = by_kind(ha, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert extra["podSelector"]["matchLabels"].items() <= labels.items()
+    for kind in ("Service", "PodDisruptionBudget"):
+        sel = by_kind(ha, kind)["spec"]
+        sel = sel["selector"].get("matchLabels", sel["selector"])
+        assert sel.items() <= labels.items(), kind
+
+
+def test_ha_monitoring_is_the_base_with_the_knob(ha):
+    release = knob(K8S / "overlays" / "ha")
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert kube_prometheus_stack_selects(by_kind(ha, kind), release)
+
+
+def test_ha_config_edit_rolls_the_statefulset(ha, tmp_path):
+    tree = copy_tree(tmp_path)
+    cfg = tree / "overlays" / "ha" / "governor.yaml"
+    cfg.write_text(cfg.read_text().replace("tick_interval_s: 15", "tick_interval_s: 20"))
+    edited = render(tree / "overlays" / "ha")
+    assert config_volume(edited) != config_volume(ha)
+    assert config_volume(edited) == by_kind(edited, "ConfigMap")["metadata"]["name"]
+
+
 def test_configmap_config_passes_check_config(rendered, tmp_path):
     for name, text in (
         ("overlay", by_kind(rendered, "ConfigMap")["data"]["governor.yaml"]),
+        ("ha", (K8S / "overlays" / "ha" / "governor.yaml").read_text()),
         ("base", (K8S / "base" / "governor.yaml").read_text()),
     ):
         p = tmp_path / f"{name}.yaml"

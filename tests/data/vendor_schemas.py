@@ -27,6 +27,7 @@ K8S_KINDS = (
     "service-v1.json",
     "persistentvolumeclaim-v1.json",
     "deployment-apps-v1.json",
+    "statefulset-apps-v1.json",
     "networkpolicy-networking-v1.json",
     "poddisruptionbudget-policy-v1.json",
     "role-rbac-v1.json",
