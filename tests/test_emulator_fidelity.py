@@ -367,3 +367,30 @@ async def test_switching_an_endpoint_between_accelerator_kinds_is_refused(api):
     assert r.status_code == 400
     assert "compute.accelerator" in r.json()["error"]
     assert (await api.get(f"/endpoint/{NS}/chat")).json()["compute"]["accelerator"] == "gpu"
+
+
+# -- 9. latency_distribution_count: windowed like the published sample, or cumulative ------------
+
+
+@pytest.mark.parametrize(("mode", "late_count"), [("window", 0), ("cumulative", None)])
+def test_latency_count_covers_the_quantile_window_or_all_time(mode, late_count):
+    """Requests served in the first minute: a minute after the window they are gone from
+    `latency_distribution_count` in the windowed mode, still counted in the cumulative one."""
+    from controller.emulator.load import Constant
+    from controller.emulator.platform import PlatformConfig
+
+    config = PlatformConfig(latency_summary=mode, latency_window_s=60.0)
+    platform = Platform(start=T0, seed=1, config=config)
+    platform.create(NS, create_body("chat"), by=BOT, load=Constant(2.0), ready=True)
+    platform.advance_to(T0 + 60)
+    served = platform.snapshot()["endpoints"][f"{NS}/chat"]["served"]
+    count, total = platform.latency_totals(NS, "chat")
+    assert count == served > 50
+    assert total > 0
+    platform.set_load(NS, "chat", None)
+    platform.advance_to(T0 + 200)
+    served = platform.snapshot()["endpoints"][f"{NS}/chat"]["served"]  # with those in flight
+    count, _ = platform.latency_totals(NS, "chat")
+    assert count == (served if late_count is None else late_count)
+    feed = platform.render_metrics(NS, "chat")
+    assert f"latency_distribution_count {count}\n" in feed

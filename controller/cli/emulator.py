@@ -4,37 +4,111 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
 
 from controller.clock import ScaledClock
-from controller.emulator.scenario import build_platform, default_scenario, load_scenario
+from controller.emulator.app import EmulatorConfig
+from controller.emulator.platform import PlatformConfig
+from controller.emulator.scenario import (
+    build_platform,
+    default_scenario,
+    emulator_configs,
+    load_scenario,
+)
 from controller.emulator.server import serve_forever
+from controller.errors import ConfigError
 from controller.logs import configure_logging
+from controller.platform.models import UserRef
 
-__all__ = ["run_emulator"]
+__all__ = ["emulator_tokens", "knob_values", "run_emulator"]
+
+GOVERNOR = UserRef(id="u-governor", name="governor-bot")
+# Named flags for the behaviour the platform leaves undocumented (each also a `--set` name).
+_FLAG_KNOBS = (
+    "create_status",
+    "quota_error_status",
+    "metrics_content_type",
+    "scaling_update_redeploys",
+)
+
+
+def emulator_tokens(given: Sequence[str] | None) -> tuple[dict[str, UserRef], str | None]:
+    """The tokens the emulator accepts, from `--token TOKEN[:NAME]` values, and a generated one
+    when none was given (returned second, to be printed). No other token is ever accepted."""
+    generated = None
+    if not given:
+        generated = secrets.token_urlsafe(18)
+        given = [generated]
+    tokens: dict[str, UserRef] = {}
+    for i, raw in enumerate(given):
+        token, _, name = raw.partition(":")
+        token = token.strip()
+        if not token:
+            raise ConfigError(f"--token {raw!r}: empty token")
+        if token in tokens:
+            raise ConfigError(f"--token #{i + 1}: the same token is given twice")
+        if name:
+            tokens[token] = UserRef(id=f"u-{name}", name=name)
+        else:
+            n = i + 1
+            tokens[token] = GOVERNOR if n == 1 else UserRef(id=f"u-user-{n}", name=f"user-{n}")
+    return tokens, generated
+
+
+def knob_values(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    """Emulator settings: the scenario file's, then `--set NAME=VALUE` (VALUE read as a YAML
+    scalar: `true`, `429`, `0.5`, text), then the named flags."""
+    values = dict(base)
+    for item in args.set or []:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        values[name.strip()] = value
+    for name in _FLAG_KNOBS:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    return values
 
 
 def run_emulator(args: argparse.Namespace) -> int:
-    """Serve the demo world (namespace demo-org) so a config can be tried against it."""
-    configure_logging(fmt="auto", level="info")
-    spec = load_scenario(args.scenario, token=args.token) if args.scenario else default_scenario()
+    """Serve the demo world (namespace demo-org), or a scenario file's, so a config can be tried
+    against it."""
+    tokens, generated = emulator_tokens(args.token)
+    first = next(iter(tokens))
+    spec = load_scenario(args.scenario, token=first) if args.scenario else default_scenario()
+    platform_config: PlatformConfig
+    config: EmulatorConfig
+    platform_config, config = emulator_configs(knob_values(args, dict(spec.settings)))
+    configure_logging(fmt="auto", level="info")  # after the checks: a bad setting logs nothing
     clock = ScaledClock(speed=args.speed)
-    platform = build_platform(spec, start=clock.now(), seed=args.seed)
-    tokens = {args.token: spec.user, spec.human_token: spec.human}
+    platform = build_platform(spec, start=clock.now(), seed=args.seed, config=platform_config)
     print(
         f"emulator: http://{args.host}:{args.port}/v2 namespace {spec.namespace}, "
-        f"{len(spec.endpoints)} endpoints, {args.speed:g}x time; Bearer token: the --token value",
+        f"{len(spec.endpoints)} endpoints, {args.speed:g}x time; "
+        f"{len(tokens)} Bearer token(s) accepted: the --token values",
         file=sys.stderr,
     )
+    if generated is not None:
+        print(f"emulator: no --token given; accepting only {generated}", file=sys.stderr)
     try:
         asyncio.run(
             serve_forever(
                 host=args.host,
                 port=args.port,
-                token=args.token,
                 tokens=tokens,
                 clock=clock,
                 platform=platform,
+                config=config,
             )
         )
     except OSError as exc:

@@ -43,10 +43,32 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("emulator", help="serve the Endpoints API emulator on loopback")
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--port", type=int, default=8081)
-    e.add_argument("--token", default="emulator-token", help="the Bearer token it accepts")
+    e.add_argument(
+        "--token",
+        action="append",
+        metavar="TOKEN[:NAME]",
+        help="a Bearer token it accepts, as user NAME (repeatable; the first is governor-bot "
+        "unless named, the others user-2, user-3, ...); none: a random one, printed",
+    )
     e.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
     e.add_argument("--seed", type=int, default=7)
     e.add_argument("--scenario", help="YAML file of endpoints and loads (default: the demo's)")
+    e.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an emulator setting (docs/emulator.md lists them), over the scenario file's",
+    )
+    e.add_argument("--create-status", type=int, help="status of a create (default 202)")
+    e.add_argument("--quota-error-status", type=int, help="status of a quota refusal (default 400)")
+    e.add_argument("--metrics-content-type", help="Content-Type of the open-metrics feed")
+    e.add_argument(
+        "--scaling-update-redeploys",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether a min/max-only update redeploys (updating) (default: no)",
+    )
     co = sub.add_parser(
         "cost", help="spend per endpoint and group: rate, today, month, forecast, budget"
     )

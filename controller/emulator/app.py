@@ -46,9 +46,9 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -81,26 +81,34 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
 
 @dataclass
 class EmulatorConfig:
-    """HTTP-level switches (the platform's own knobs are in `PlatformConfig`)."""
+    """HTTP-level switches and limits (the platform's own knobs are in `PlatformConfig`); like
+    those, each is a `governor emulator` setting, validated against the bounds annotated here."""
 
-    metrics_content_type: str = "text/plain; version=0.0.4; charset=utf-8"
-    create_status: int = 202
-    delete_status: int = 200
+    # The feed's content type: the platform's is unknown (the reference: text/plain 0.0.4 or
+    # application/openmetrics-text; version=1.0.0).
+    metrics_content_type: Annotated[str, Field(min_length=1, max_length=200)] = (
+        "text/plain; version=0.0.4; charset=utf-8"
+    )
+    create_status: Annotated[int, Field(ge=200, le=299)] = 202  # the 2022 spec's 202
+    delete_status: Annotated[int, Field(ge=200, le=299)] = 200
     admin_loopback_only: bool = True
     inference_auth: bool = False  # require a known token on the inference plane
-    inference_poll_s: float = 0.5  # clock seconds between readiness checks of held requests
-    max_scale_up_timeout_s: float = 3600.0  # the longest X-Scale-Up-Timeout hold accepted
-    max_calls_recorded: int = 10_000
+    # clock seconds between readiness checks of held requests
+    inference_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    # the longest X-Scale-Up-Timeout hold accepted
+    max_scale_up_timeout_s: Annotated[float, Field(ge=0, le=86_400)] = 3600.0
+    max_calls_recorded: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
     # API calls advance the world only if it is at least this many clock seconds behind (0: always).
-    advance_quantum_s: float = 0.0
+    advance_quantum_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
     # Limits on what a request may carry (a 413 or 400 naming the limit when exceeded).
-    max_body_bytes: int = 1_048_576  # management API bodies
-    max_admin_body_bytes: int = 16_777_216  # /_emulator bodies (a replayed trace can be large)
-    max_json_depth: int = 32  # nesting of objects and arrays
-    max_faults: int = 1000  # faults queued at once
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 1_048_576  # management API
+    # /_emulator bodies (a replayed trace can be large)
+    max_admin_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 16_777_216
+    max_json_depth: Annotated[int, Field(ge=4, le=128)] = 32  # nesting of objects and arrays
+    max_faults: Annotated[int, Field(ge=1, le=1_000_000)] = 1000  # faults queued at once
     # Status for a token acting in a namespace it has no access to (the reference: 401 or 403;
     # the official client's comment says a listing of an org without access answers 401).
-    foreign_namespace_status: int = 403
+    foreign_namespace_status: Annotated[int, Field(ge=400, le=499)] = 403
 
 
 @dataclass

@@ -22,7 +22,8 @@ of `PlatformConfig` or `SimParams`):
   yet, as the platform's docs define pending requests).
 - **Latency** of a request = queueing delay + service time, recorded when it completes.
   `latency_distribution` quantiles cover requests completed in the last `latency_window_s`
-  (NaN when there were none); `_count`/`_sum` are cumulative.
+  (NaN when there were none); `_count`/`_sum` cover the same window, as the published sample
+  reads (its count is 4 beside 1,153 requests), or are cumulative (`latency_summary`).
 - **Rejections.** An arrival while the endpoint has no ready replica (pending, initializing with
   none ready, scaledToZero, paused, failed) is answered 503 at once and counted as
   `http_requests{replica_id="proxy",status_code="503"}`. An arrival at a scaledToZero endpoint
@@ -97,7 +98,9 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from controller.cost.pricing import PriceRow, load_pricing, lookup_price
 from controller.emulator.load import LoadPattern, Trace
@@ -145,45 +148,51 @@ MESSAGES = {
     S.SCALED_TO_ZERO: "Endpoint is scaled to zero",
 }
 
+_Seconds = Annotated[float, Field(ge=0, le=86_400)]
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 @dataclass
 class PlatformConfig:
-    """Knobs of the emulated platform; defaults follow the platform's documented behaviour."""
+    """Knobs of the emulated platform; defaults follow the platform's documented behaviour. Each
+    is a setting of `governor emulator` (`--set NAME=VALUE`, the scenario file's `settings:`),
+    validated against the bounds annotated here; docs/emulator.md lists them."""
 
-    pending_s: float = 10.0
-    cold_start_s: float = 120.0
-    concurrency: int = 4
-    service_time_s: float = 1.0
-    service_jitter: float = 0.3
-    update_delay_s: float | None = None  # None: the endpoint's cold_start_s
-    scale_up_interval_s: int = 60
-    scale_down_interval_s: int = 120
-    pending_window_s: float = 20.0
-    pending_threshold: float = 1.5
-    hardware_threshold: float = 80.0
-    gpu_hardware_window_s: float = 60.0
-    scale_down_fraction: float = 0.5
-    stabilization_s: float = 300.0
-    default_metric: str = "hardwareUsage"
-    latency_window_s: float = 60.0
-    removed_series_retention_s: float = 300.0
-    default_max_accelerators: int = 32
-    quota_error_status: int = 400
+    pending_s: _Seconds = 10.0
+    cold_start_s: _Seconds = 120.0
+    concurrency: Annotated[int, Field(ge=1, le=10_000)] = 4
+    service_time_s: Annotated[float, Field(gt=0, le=86_400)] = 1.0
+    service_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.3
+    update_delay_s: _Seconds | None = None  # None: the endpoint's cold_start_s
+    scale_up_interval_s: Annotated[int, Field(ge=1, le=86_400)] = 60
+    scale_down_interval_s: Annotated[int, Field(ge=1, le=86_400)] = 120
+    pending_window_s: Annotated[float, Field(gt=0, le=86_400)] = 20.0
+    pending_threshold: Annotated[float, Field(gt=0, le=1e6)] = 1.5
+    hardware_threshold: Annotated[float, Field(gt=0, le=100)] = 80.0
+    gpu_hardware_window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    scale_down_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    stabilization_s: _Seconds = 300.0
+    default_metric: Literal["pendingRequests", "hardwareUsage"] = "hardwareUsage"
+    latency_window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    # `latency_distribution_count`/`_sum` over the quantiles' window ("window", as the published
+    # sample reads: count 4 beside 1,153 requests) or since creation ("cumulative").
+    latency_summary: Literal["window", "cumulative"] = "window"
+    removed_series_retention_s: _Seconds = 300.0
+    default_max_accelerators: Annotated[int, Field(ge=0, le=10_000_000)] = 32
+    quota_error_status: Annotated[int, Field(ge=400, le=599)] = 400
     scaling_update_redeploys: bool = False
-    public_base: str = "http://127.0.0.1"
+    public_base: Annotated[str, Field(pattern=r"^https?://")] = "http://127.0.0.1"
     # Behaviour the reference leaves open (see docs/emulator.md).
     redact_secrets: bool = True  # model.secrets values and registry credentials read back redacted
     allow_accelerator_change: bool = False  # a cpu <-> gpu <-> neuron update is a 400 unless set
-    env_update: str = "replace"  # "replace" | "merge": how an update's model.env/secrets apply
+    env_update: Literal["replace", "merge"] = "replace"  # how an update's model.env/secrets apply
     # Limits (every one a 400 naming the field when exceeded).
-    max_replicas_per_endpoint: int = 1000
-    max_endpoints_per_namespace: int = 10_000
-    max_scale_to_zero_timeout_min: int = 525_600  # a year
+    max_replicas_per_endpoint: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    max_endpoints_per_namespace: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    max_scale_to_zero_timeout_min: Annotated[int, Field(ge=1, le=5_256_000)] = 525_600  # a year
     # Quota (see "Quota" above): groups per instance type or pooled per accelerator kind.
-    quota_scope: str = "instance_type"  # "instance_type" | "accelerator"
+    quota_scope: Literal["instance_type", "accelerator"] = "instance_type"
     cpu_quota: bool = True  # CPU replicas hold their vCPUs in quota units
 
 
@@ -1430,6 +1439,16 @@ class Platform:
                 out[q] = vals[min(len(vals) - 1, max(0, math.ceil(q * len(vals)) - 1))]
         return out
 
+    def latency_totals(self, ns: str, name: str) -> tuple[int, float]:
+        """`latency_distribution_count` and `_sum`: over the quantiles' window, or since the
+        endpoint was created (`latency_summary`)."""
+        ep = self._ep(ns, name)
+        if self.config.latency_summary == "cumulative":
+            return ep.lat_count, ep.lat_sum
+        lo = self._now - self.config.latency_window_s
+        recent = [lat for fin, lat in ep.lat_window if fin >= lo]
+        return len(recent), sum(recent)
+
     def pending_requests(self, ns: str, name: str) -> int:
         ep = self._ep(ns, name)
         return len(ep.queue) + len(ep.inflight)
@@ -1444,8 +1463,9 @@ class Platform:
         ]
         for q, v in self.latency_quantiles(ns, name).items():
             lines.append(f'latency_distribution{{quantile="{q}"}} {_fmt(v)}')
-        lines.append(f"latency_distribution_count {ep.lat_count}")
-        lines.append(f"latency_distribution_sum {_fmt(ep.lat_sum)}")
+        count, total = self.latency_totals(ns, name)
+        lines.append(f"latency_distribution_count {count}")
+        lines.append(f"latency_distribution_sum {_fmt(total)}")
         lines += [
             "# HELP http_requests HTTP requests by code and replicas",
             "# TYPE http_requests counter",

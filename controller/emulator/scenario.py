@@ -13,19 +13,28 @@
   Governor's demo config must leave it alone.
 
 Tokens: `demo-token` (identity governor-bot, for Governor) and `demo-human-token` (identity
-"alice", for simulating a person editing an endpoint by hand).
+"alice", for simulating a person editing an endpoint by hand). They are the demo's, passed to its
+in-process server; `governor emulator` accepts only the tokens given on its command line.
+
+`load_scenario` reads a scenario file (endpoints and their loads, plus a `settings:` mapping of
+emulator knobs); `emulator_configs` validates knob values (from the file or `--set`) into the
+`PlatformConfig` and `EmulatorConfig` they belong to.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from controller.emulator.app import EmulatorConfig
 from controller.emulator.load import Burst, Constant, Diurnal, LoadPattern, Piecewise
 from controller.emulator.platform import Platform, PlatformConfig, SimParams
 from controller.errors import ConfigError, validation_lines
@@ -36,6 +45,8 @@ __all__ = [
     "ScenarioSpec",
     "build_platform",
     "default_scenario",
+    "emulator_configs",
+    "knob_names",
     "load_scenario",
 ]
 
@@ -55,13 +66,17 @@ class ScenarioSpec:
     token: str
     user: UserRef
     endpoints: tuple[EndpointSpec, ...]
-    human_token: str = "demo-human-token"
+    human_token: str | None = None  # a second identity, for "manual" edits (the demo's alice)
     human: UserRef = field(default_factory=lambda: UserRef(id="u-alice", name="alice"))
     duration_s: float = 5400.0
+    settings: Mapping[str, Any] = field(default_factory=dict)  # emulator knobs (`settings:`)
 
     @property
     def tokens(self) -> dict[str, UserRef]:
-        return {self.token: self.user, self.human_token: self.human}
+        out = {self.token: self.user}
+        if self.human_token is not None:
+            out[self.human_token] = self.human
+        return out
 
     def endpoint(self, name: str) -> EndpointSpec:
         for e in self.endpoints:
@@ -190,6 +205,7 @@ def default_scenario() -> ScenarioSpec:
         token="demo-token",
         user=UserRef(id="u-governor", name="governor-bot"),
         endpoints=eps,
+        human_token="demo-human-token",
     )
 
 
@@ -243,6 +259,7 @@ class _ScenarioFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     namespace: str = "demo-org"
+    settings: dict[str, Any] = Field(default_factory=dict)
     endpoints: list[_ScenarioEndpoint] = Field(min_length=1)
 
 
@@ -288,9 +305,57 @@ def load_scenario(path: str | Path, *, token: str = "emulator-token") -> Scenari
             cold_start_s=e.cold_start_s, concurrency=e.concurrency, service_time_s=e.service_time_s
         )
         eps.append(EndpointSpec(name=e.name, body=body, load=load, sim=sim))
+    emulator_configs(data.settings, where=f"{p}: settings")  # named errors now, not at start
     return ScenarioSpec(
         namespace=data.namespace,
         token=token,
         user=UserRef(id="u-governor", name="governor-bot"),
         endpoints=tuple(eps),
+        settings=dict(data.settings),
     )
+
+
+# -- knobs --------------------------------------------------------------------------------------
+
+_KNOB_CLASSES: tuple[type, ...] = (PlatformConfig, EmulatorConfig)
+
+
+def _knob_model(cls: type) -> type[BaseModel]:
+    """A strict, closed pydantic model of a config dataclass's fields, with the bounds their
+    `Annotated` types carry (the dataclass itself stays a plain, fast dataclass)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields: dict[str, Any] = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
+    return create_model(
+        f"{cls.__name__}Knobs",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        **fields,
+    )
+
+
+_KNOB_MODELS = {cls: _knob_model(cls) for cls in _KNOB_CLASSES}
+
+
+def knob_names() -> dict[str, type]:
+    """Every knob name and the config class it belongs to (names are unique across both)."""
+    return {f.name: cls for cls in _KNOB_CLASSES for f in dataclasses.fields(cls)}
+
+
+def emulator_configs(
+    values: Mapping[str, Any], *, where: str = "settings"
+) -> tuple[PlatformConfig, EmulatorConfig]:
+    """The two configs with `values` (knob name -> value) applied over their defaults.
+    ConfigError names the knob: an unknown name, a wrong type or a value out of bounds."""
+    owners = knob_names()
+    unknown = sorted(k for k in values if k not in owners)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown emulator setting")
+    out: dict[type, Any] = {}
+    for cls, model in _KNOB_MODELS.items():
+        given = {k: v for k, v in values.items() if owners[k] is cls}
+        try:
+            checked = model.model_validate(given)
+        except ValidationError as exc:
+            lines = validation_lines(exc, prefix=f"{where}.")
+            raise ConfigError(lines[0].strip()) from None
+        out[cls] = cls(**checked.model_dump(exclude_unset=True))
+    return out[PlatformConfig], out[EmulatorConfig]

@@ -128,7 +128,7 @@ async def serve_forever(
     *,
     host: str = "127.0.0.1",
     port: int = 8081,
-    token: str = "emulator-token",
+    token: str | None = None,
     tokens: Mapping[str, UserRef] | None = None,
     clock: Clock | None = None,
     platform: Platform | None = None,
@@ -138,7 +138,8 @@ async def serve_forever(
     namespaces: Mapping[str, Iterable[str]] | None = None,
 ) -> None:
     """`governor emulator`: serve an (empty unless `platform` is given) emulated platform until
-    cancelled. Runs in real time unless a clock is given."""
+    cancelled, accepting only `token` (as governor-bot) and `tokens`. Runs in real time unless a
+    clock is given."""
     clock = clock or WallClock()
     platform = platform or Platform(start=clock.now(), seed=seed, config=platform_config)
     async with EmulatorServer(
