@@ -161,6 +161,9 @@ def test_scenario_file_settings_are_validated(tmp_path):
     f.write_text("settings: {env_update: sometimes}\nendpoints: [{name: x}]\n")
     with pytest.raises(ConfigError, match=r"settings\.env_update: Input should be 'replace'"):
         load_scenario(f)
+    f.write_text("endpoints: [{name: x, load: {kind: constant, rps: .inf}}]\n")
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.load: .*finite number"):
+        load_scenario(f)
     f.write_text("settings: {max_replicas_per_endpoint: 5}\nendpoints: [{name: x}]\n")
     assert load_scenario(f).settings == {"max_replicas_per_endpoint": 5}
 

@@ -211,6 +211,23 @@ async def test_deep_nesting_is_a_clean_400(api):
         ("/load", '{"endpoint": ["acme/chat"], "pattern": null}'),
         ("/load", '{"endpoint": "acme/chat", "pattern": {"kind": ["constant"]}}'),
         ("/force-state", '{"endpoint": {"x": 1}, "state": "failed"}'),
+        # patterns the world cannot step: a zero period divides by zero, a huge rate never ends
+        (
+            "/load",
+            '{"endpoint": "acme/chat", "pattern": {"kind": "diurnal", "base": 1, '
+            '"peak": 2, "period_s": 0}}',
+        ),
+        ("/load", '{"endpoint": "acme/chat", "pattern": {"kind": "constant", "rps": 1e9}}'),
+        ("/load", '{"endpoint": "acme/chat", "pattern": {"kind": "constant", "rps": true}}'),
+        (
+            "/load",
+            '{"endpoint": "acme/chat", "pattern": {"kind": "piecewise", "points": [[0, -5]]}}',
+        ),
+        (
+            "/load",
+            '{"endpoint": "acme/chat", "pattern": {"kind": "trace", "arrivals": [1], '
+            '"service_s": [-1]}}',
+        ),
         ("/faults", "[" * 50_000 + "]" * 50_000),
     ],
 )

@@ -56,7 +56,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from controller.clock import Clock
-from controller.emulator.load import pattern_from_json
+from controller.emulator.load import MAX_RPS, pattern_from_json
 from controller.emulator.platform import Platform
 from controller.emulator.schema import (
     EmulatorError,
@@ -106,6 +106,8 @@ class EmulatorConfig:
     max_admin_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 16_777_216
     max_json_depth: Annotated[int, Field(ge=4, le=128)] = 32  # nesting of objects and arrays
     max_faults: Annotated[int, Field(ge=1, le=1_000_000)] = 1000  # faults queued at once
+    # the highest rate a `/_emulator/load` pattern may name (each arrival is simulated)
+    max_load_rps: Annotated[float, Field(gt=0, le=1_000_000)] = MAX_RPS
     # Status for a token acting in a namespace it has no access to (the reference: 401 or 403;
     # the official client's comment says a listing of an org without access answers 401).
     foreign_namespace_status: Annotated[int, Field(ge=400, le=499)] = 403
@@ -470,7 +472,11 @@ class _Admin:
         body = await self._body(request, LoadBody)
         ns, name = body.endpoint.split("/")
         try:
-            pattern = None if body.pattern is None else pattern_from_json(body.pattern)
+            pattern = (
+                None
+                if body.pattern is None
+                else pattern_from_json(body.pattern, max_rps=self.st.config.max_load_rps)
+            )
         except ValueError as exc:
             raise EmulatorError(422, str(exc)) from None
         self.st.platform.set_load(ns, name, pattern)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "MAX_RPS",
     "Burst",
     "Constant",
     "Diurnal",
@@ -194,8 +195,63 @@ def pattern_to_json(pattern: LoadPattern) -> dict[str, Any]:
     return {"kind": type(pattern).__name__}
 
 
-def pattern_from_json(data: Any) -> LoadPattern:
-    """Build a pattern from its JSON form; raises ValueError naming the bad field."""
+MAX_RPS = 10_000.0  # default bound on any rate a pattern names (the admin route's `max_load_rps`)
+_RATE_FIELDS = frozenset({"rps", "start_rps", "end_rps", "base", "peak"})
+_POSITIVE_FIELDS = frozenset({"period_s"})  # divisors: a zero period would stop the world
+_NON_NEGATIVE_FIELDS = frozenset({"duration_s"})
+
+
+def _number(where: str, v: Any) -> float:
+    """A finite number (not a bool): the world steps on these, so NaN or infinity would hang or
+    crash it for every route."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"{where}: expected a number, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{where}: expected a finite number, got {v!r}")
+    return f
+
+
+def _check_fields(kwargs: dict[str, Any], *, max_rps: float) -> None:
+    for k, v in kwargs.items():
+        if k in ("points", "arrivals", "service_s") or v is None:
+            continue
+        f = _number(f"pattern.{k}", v)
+        if k in _RATE_FIELDS and not 0 <= f <= max_rps:
+            raise ValueError(f"pattern.{k}: expected a rate from 0 to {max_rps:g} rps, got {v!r}")
+        if k in _POSITIVE_FIELDS and f <= 0:
+            raise ValueError(f"pattern.{k}: expected a positive number of seconds, got {v!r}")
+        if k in _NON_NEGATIVE_FIELDS and f < 0:
+            raise ValueError(f"pattern.{k}: expected seconds >= 0, got {v!r}")
+
+
+def _points(raw: Any, *, max_rps: float) -> tuple[tuple[float, float], ...]:
+    if not isinstance(raw, list | tuple):
+        raise ValueError("pattern.points: expected a list of [t_s, rps] pairs")
+    out = []
+    for i, p in enumerate(raw):
+        if not isinstance(p, list | tuple) or len(p) != 2:
+            raise ValueError(f"pattern.points[{i}]: expected a [t_s, rps] pair")
+        t = _number(f"pattern.points[{i}][0]", p[0])
+        r = _number(f"pattern.points[{i}][1]", p[1])
+        if not 0 <= r <= max_rps:
+            raise ValueError(f"pattern.points[{i}]: rate from 0 to {max_rps:g} rps, got {r!r}")
+        out.append((t, r))
+    return tuple(out)
+
+
+def _series(name: str, raw: Any, *, minimum: float | None = None) -> tuple[float, ...]:
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"pattern.{name}: expected a list of seconds")
+    vals = tuple(_number(f"pattern.{name}[{i}]", v) for i, v in enumerate(raw))
+    if minimum is not None and any(v < minimum for v in vals):
+        raise ValueError(f"pattern.{name}: expected seconds >= {minimum:g}")
+    return vals
+
+
+def pattern_from_json(data: Any, *, max_rps: float = MAX_RPS) -> LoadPattern:
+    """Build a pattern from its JSON form; raises ValueError naming the bad field. Numbers must
+    be finite, rates within [0, `max_rps`], periods positive and durations not negative."""
     if not isinstance(data, dict):
         raise ValueError("pattern: expected an object with a 'kind' field")
     kind = data.get("kind")
@@ -207,16 +263,13 @@ def pattern_from_json(data: Any) -> LoadPattern:
     unknown = set(kwargs) - set(fields)
     if unknown:
         raise ValueError(f"pattern: unknown field(s) {sorted(unknown)} for kind {kind!r}")
+    _check_fields(kwargs, max_rps=max_rps)
     try:
         if cls is Piecewise:
-            kwargs["points"] = tuple((float(t), float(r)) for t, r in kwargs.get("points", ()))
+            kwargs["points"] = _points(kwargs.get("points", ()), max_rps=max_rps)
         elif cls is Trace:
-            kwargs["arrivals"] = tuple(float(a) for a in kwargs.get("arrivals", ()))
-            kwargs["service_s"] = tuple(float(a) for a in kwargs.get("service_s", ()))
-        else:
-            for k, v in kwargs.items():
-                if v is not None and not isinstance(v, int | float):
-                    raise ValueError(f"pattern.{k}: expected a number, got {v!r}")
+            kwargs["arrivals"] = _series("arrivals", kwargs.get("arrivals", ()))
+            kwargs["service_s"] = _series("service_s", kwargs.get("service_s", ()), minimum=0)
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"pattern ({kind}): {exc}") from exc
