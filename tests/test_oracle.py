@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from controller.backtest.bound import lower_bound_usd
 from controller.backtest.oracle import bump, replicas_needed, schedule
 from controller.backtest.simulate import PolicySpec, ServiceModel, SimConfig, simulate
 from controller.backtest.traces import RequestTrace
@@ -95,3 +96,27 @@ async def test_oracle_never_above_any_policy_at_equal_or_better_slo(seed):
         if r.meets_slo:
             assert bound.cost_usd <= r.cost_usd, (r.policy, r.cost_usd, bound.cost_usd)
     assert bound.cost_usd > 0
+
+
+@pytest.mark.parametrize(
+    ("attainment", "expected"),
+    [
+        # two requests 1000 s apart: busy 10 + 10 s, the first cold start, one gap of 989 s
+        # charged a cold start (180 s): 380 replica-seconds at $1/s
+        (1.0, 380.0),
+        # one may miss: one request's work and no gap term
+        (0.5, 190.0),
+    ],
+)
+def test_lower_bound_by_hand(attainment, expected):
+    usd = lower_bound_usd(
+        [0.0, 1000.0],
+        [10.0, 10.0],
+        concurrency=1,
+        slo_s=1.0,
+        attainment=attainment,
+        end_s=1100.0,
+        cold_start_s=180.0,
+        usd_per_hour=3600.0,
+    )
+    assert usd == pytest.approx(expected)

@@ -14,15 +14,31 @@ goal. Under the simulator's rules (`controller.emulator.platform`):
    `w_i = min(s_i, max(0, end_s - a_i - slo_s))` seconds inside the run;
 4. attainment `A` over `N` requests needs at least `K = ceil(A * N)` requests meeting the SLO.
 
-So the billed ready time is at least (busy slot-seconds) / concurrency >= (the sum of `w_i` over
-the requests that met the SLO) / concurrency >= (the sum of the K smallest `w_i`) / concurrency,
-and at least one replica was cold-started when K > 0. Hence
+Three disjoint parts of the bill follow:
 
-    cost >= price_per_s * (sum of the K smallest w_i / concurrency + cold_start_s * [K > 0]).
+- **busy**: the billed ready time is at least (busy slot-seconds) / concurrency >= (the sum of
+  `w_i` over the requests that met the SLO) / concurrency >= (the sum of the K smallest `w_i`) /
+  concurrency;
+- **first cold start**: when K > 0, some replica was created and billed `cold_start_s` before it
+  could serve, before the first served request;
+- **gaps**: a request can only be in service within `[a_i, a_i + slo_s + s_i]`; where the union
+  of these intervals has a gap of length g, nothing is busy. Either a replica stays alive through
+  the gap (billed g inside it, time the busy part does not count), or none does, and the replica
+  serving the next request after the gap was created after the gap began: its cold start (billed,
+  not ready) lies between the gap's start and that service. These windows do not overlap from one
+  gap to the next, so each gap adds min(g, cold_start_s). Giving up requests can remove at most
+  one gap per request given up (a merged gap is at least as long as each of its parts), so with
+  `D = N - K` requests allowed to miss, the D largest gap terms are left out.
+
+Hence
+
+    cost >= price_per_s * (sum of the K smallest w_i / concurrency + cold_start_s * [K > 0]
+                           + sum of min(g, cold_start_s) over the gaps but the D largest)
 
 It holds for any replica schedule, scale-to-zero included, for any queue discipline and for any
-choice of which requests to give up. It is loose where capacity must sit idle: bursts shorter than
-a cold start, idle gaps, per-minute billing, a floor. Its figure says how far below the oracle the
+choice of which requests to give up. Billing per started minute and the capacity bursts need
+beyond their busy time (a burst shorter than a cold start needs its replicas warm before it, idle)
+are not in it, so it is loose on bursty loads: its figure says how far below the oracle the
 optimum could possibly be, not where it is.
 """
 
@@ -55,4 +71,20 @@ def lower_bound_usd(
         min(s, max(0.0, end_s - a - slo_s)) for a, s in zip(offsets, service_s, strict=True)
     )
     busy = math.fsum(work[:k])
-    return usd_per_hour / 3600.0 * (busy / concurrency + cold_start_s)
+    gaps = sorted(_gap_terms(offsets, service_s, slo_s=slo_s, cold_start_s=cold_start_s))
+    idle = math.fsum(gaps[: max(0, len(gaps) - (n - k))])
+    return usd_per_hour / 3600.0 * (busy / concurrency + cold_start_s + idle)
+
+
+def _gap_terms(
+    offsets: Sequence[float], service_s: Sequence[float], *, slo_s: float, cold_start_s: float
+) -> list[float]:
+    """min(g, cold start) for each gap g in the union of the requests' possible service
+    intervals [a, a + slo + s] (offsets sorted)."""
+    out: list[float] = []
+    reach = -math.inf
+    for a, s in zip(offsets, service_s, strict=True):
+        if a > reach and reach > -math.inf:
+            out.append(min(a - reach, cold_start_s))
+        reach = max(reach, a + slo_s + s)
+    return out

@@ -249,6 +249,14 @@ def default_policies(cfg: SimConfig) -> list[PolicySpec]:
             "meeting the SLO on this load, chosen knowing the load",
         ),
         PolicySpec(
+            "platform-zero",
+            "platform",
+            measure={"pendingRequests": 1.5},
+            floor=0,
+            description="the platform's autoscaler with scale to zero: min 0 (15 idle minutes), "
+            "max N, pendingRequests 1.5",
+        ),
+        PolicySpec(
             "static-peak (hindsight)",
             "static",
             description="fewest constant replicas meeting the SLO, chosen knowing the load",

@@ -55,6 +55,22 @@ __all__ = [
 BUNDLED: dict[str, str] = {
     "azure-code": "azure-llm-2023-code.csv.gz",
     "azure-conv": "azure-llm-2023-conv.csv.gz",
+    # the generated loads of the suite (`controller.backtest.loads`)
+    **{
+        n: f"load-{n}.csv.gz"
+        for n in (
+            "conv-x0.5",
+            "code-x1.5",
+            "diurnal-day",
+            "business-days",
+            "code-days",
+            "slow-ramp",
+            "step-change",
+            "flash-crowd",
+            "sparse",
+            "hourly-bursts",
+        )
+    },
 }
 
 _TIME_COLS = ("timestamp", "time", "arrival_time", "arrival")
