@@ -244,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         _row(ld.name, a.slo_attainment, {s: results[ld.name][s] for s in SYSTEMS}) for ld in loads
     ]
     data = {
-        "command": "python benchmarks/control_quality.py "
-        + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": (
+            "python benchmarks/control_quality.py "
+            + shlex.join(argv if argv is not None else sys.argv[1:])
+        ).strip(),
         "slo_ms": 1000.0,
         "slo_attainment": a.slo_attainment,
         "jobs": a.jobs,

@@ -965,8 +965,8 @@ def run_bound(cfg: SimConfig, prep: _Prepared, spec: PolicySpec) -> RunResult:
         trace=prep.trace.name,
         policy=spec.name,
         kind="bound",
-        detail="lower bound: no controller meets the SLO for less (busy time / concurrency "
-        "+ one cold start; not a schedule)",
+        detail="lower bound: no controller meets the SLO for less (busy time / concurrency, "
+        "the first cold start, idle gaps; not a schedule)",
         cost_usd=round(usd, 6),
         replica_hours=round(usd / row.usd_per_hour, 4),
         requests=len(prep.offsets),
