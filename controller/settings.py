@@ -13,7 +13,10 @@ Precedence, highest first: `GOVERNOR_*` environment variables (nested keys joine
 from __future__ import annotations
 
 import fnmatch
+import itertools
+import math
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +57,8 @@ __all__ = [
     "Settings",
     "format_validation_error",
     "load_settings",
+    "merge_endpoint_settings",
+    "validate_endpoint_rules",
     "validate_policy_config",
 ]
 
@@ -61,7 +66,7 @@ REAL_API = "https://api.endpoints.huggingface.cloud/v2"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 def _check_url(v: str) -> str:
@@ -91,7 +96,21 @@ class ApiSettings(_Strict):
     token_file: Path | None = Field(
         None, description="File holding the HF token if HF_TOKEN is unset."
     )
-    timeout_s: float = Field(10.0, gt=0, le=300, description="Per-request timeout.")
+    timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Total deadline of one request: connect, headers, body."
+    )
+    call_deadline_s: float = Field(
+        60.0, gt=0, le=3600, description="Total deadline of one call, retries and waits included."
+    )
+    max_clock_skew_s: float = Field(
+        300.0, ge=0, le=86400, description="An API timestamp further ahead than this is refused."
+    )
+    max_replicas: int = Field(
+        1000, ge=1, le=100_000, description="The platform's replica limit per endpoint."
+    )
+    max_retry_after_s: float = Field(
+        3600.0, gt=0, le=86400, description="Longest Retry-After honoured across ticks."
+    )
     max_attempts: int = Field(4, ge=1, le=10, description="Attempts per call incl. retries.")
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(20.0, gt=0, le=600)
@@ -160,6 +179,13 @@ class ServerSettings(_Strict):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port with a port in 0..65535")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if ":" in bare and not host.startswith("["):
+            raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9108")
+        try:
+            socket.getaddrinfo(bare, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, UnicodeError) as exc:
+            raise ValueError(f"cannot listen on host {bare!r}: {exc}") from None
         return v
 
     @property
@@ -394,6 +420,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         validate_default=True,
+        allow_inf_nan=False,
     )
 
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -440,22 +467,19 @@ class Settings(BaseSettings):
 
     def endpoint_settings(self, namespace: str, name: str, tags: list[str]) -> EndpointSettings:
         """Defaults with every matching rule applied in order (later rules override)."""
-        merged = self.defaults.model_dump()
-        for rule in self.endpoints:
-            sel = rule.match
-            if not _matches(
-                namespace, name, tags, names=sel.names, globs=sel.globs, tag_sel=sel.tags
-            ):
-                continue
-            for k, v in rule.model_dump(exclude={"match"}, exclude_none=True).items():
-                if k == "policies":
-                    pol = dict(merged["policies"])
-                    for pname, params in v.items():
-                        pol[pname] = {**pol.get(pname, {}), **params}
-                    merged["policies"] = pol
-                else:
-                    merged[k] = v
-        return EndpointSettings.model_validate(merged)
+        rules = [
+            rule
+            for rule in self.endpoints
+            if _matches(
+                namespace,
+                name,
+                tags,
+                names=rule.match.names,
+                globs=rule.match.globs,
+                tag_sel=rule.match.tags,
+            )
+        ]
+        return merge_endpoint_settings(self.defaults, rules)
 
     def redacted(self) -> dict[str, Any]:
         """The effective config for the start-up log; the token is only ever shown as set/unset."""
@@ -464,9 +488,66 @@ class Settings(BaseSettings):
         return data
 
 
+def merge_endpoint_settings(
+    defaults: DefaultsSettings, rules: list[EndpointRule]
+) -> EndpointSettings:
+    """`defaults` with `rules` applied in order; raises ValidationError if the result is bad."""
+    merged = defaults.model_dump()
+    for rule in rules:
+        for k, v in rule.model_dump(exclude={"match"}, exclude_none=True).items():
+            if k == "policies":
+                pol = dict(merged["policies"])
+                for pname, params in v.items():
+                    pol[pname] = {**pol.get(pname, {}), **params}
+                merged["policies"] = pol
+            else:
+                merged[k] = v
+    return EndpointSettings.model_validate(merged)
+
+
 def format_validation_error(err: ValidationError, *, source: str) -> str:
     lines = [f"invalid configuration in {source}:", *validation_lines(err, brackets=True)]
     return "\n".join(lines)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} at line {line} (first at line {seen[key]}); YAML would "
+                "silently keep only the last one",
+                key_node.start_mark,
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _unique_mapping,  # type: ignore[arg-type]
+)
+
+
+def _non_finite(data: Any, where: str = "") -> list[str]:
+    """Key paths of every NaN or infinity in the file (`.inf` is valid YAML, never a setting)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return [f"  {where or '<root>'}: must be a finite number (got {data})"]
+    if isinstance(data, dict):
+        return [
+            e for k, v in data.items() for e in _non_finite(v, f"{where}.{k}" if where else str(k))
+        ]
+    if isinstance(data, list):
+        return [e for i, v in enumerate(data) for e in _non_finite(v, f"{where}[{i}]")]
+    return []
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -475,7 +556,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -487,6 +568,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"
         )
+    bad = _non_finite(data)
+    if bad:
+        raise ConfigError("\n".join([f"invalid configuration in {path}:", *bad]))
     return data
 
 
@@ -533,10 +617,39 @@ def load_settings(
         raise ConfigError(format_validation_error(exc, source=source)) from None
     except ValueError as exc:  # e.g. an env override that is not valid JSON for a nested field
         raise ConfigError(f"{source}: {exc}") from None
+    validate_endpoint_rules(settings, source=source)
     settings.token = _read_token(settings, env)
     if validate_policies:
         validate_policy_config(settings)
     return settings
+
+
+def validate_endpoint_rules(settings: Settings, *, source: str) -> None:
+    """Check the merged per-endpoint settings every endpoint could end up with, so a config that
+    passes never fails at a tick (a floor of 3 from `defaults` under a rule's ceiling of 2).
+
+    Which rules match is only known per endpoint, so this checks the defaults alone, each rule
+    over the defaults, and each pair of rules over the defaults (the later one winning).
+    """
+    rules = settings.endpoints
+    combos: list[tuple[int, ...]] = [()]
+    combos += [(i,) for i in range(len(rules))]
+    combos += list(itertools.combinations(range(len(rules)), 2))
+    errors: list[str] = []
+    for combo in combos:
+        try:
+            merge_endpoint_settings(settings.defaults, [rules[i] for i in combo])
+        except ValidationError as exc:
+            what = (
+                "defaults"
+                if not combo
+                else " + ".join(["defaults", *(f"endpoints[{i}]" for i in combo)])
+            )
+            for e in exc.errors():
+                msg = e["msg"].removeprefix("Value error, ")
+                errors.append(f"  {what}: {msg}")
+    if errors:
+        raise ConfigError("\n".join([f"invalid configuration in {source}:", *errors[:20]]))
 
 
 def validate_policy_config(settings: Settings) -> None:

@@ -120,6 +120,24 @@ def test_people_first(known_delta, who, identity, backoff_in, held, backoff_set)
         assert new.paused_by_governor is None
 
 
+@pytest.mark.parametrize(
+    ("who", "identity", "own"),
+    [
+        pytest.param("gov", "gov", True, id="own-pause-response-lost"),
+        pytest.param("alice", "gov", False, id="a-person-paused-it"),
+    ],
+)
+def test_people_first_knows_its_own_pause_without_its_response(who, identity, own):
+    """A pause whose response was lost (or the leader's, seen by a standby that took over): the
+    newer updatedAt is by Governor's identity, so the pause is Governor's and it may resume it."""
+    ep = endpoint(state="paused", target=0)
+    ep.status.updated_by = UserRef(id="1", name=who)
+    upd = ep.status.updated_at.timestamp()
+    mem = EndpointMemory(first_seen=0, last_known_update=upd - 30)
+    _, new = people_first(ep, mem, now=T0, settings=es(), identity=identity)
+    assert (new.paused_by_governor is not None) == own
+
+
 # -- 1. propose -----------------------------------------------------------------------------------
 
 

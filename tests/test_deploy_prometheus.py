@@ -45,6 +45,10 @@ REQUIRED_ALERTS = {
     "GovernorBudgetExhausted",
     "GovernorQuotaNearlyFull",
     "GovernorEndpointPinnedAtCeiling",
+    "GovernorAuthFailing",
+    "GovernorDiscoveryFailing",
+    "GovernorLoopStalled",
+    "GovernorLeaderCount",
 }
 # Alerts whose condition is false in a healthy run: their expression must evaluate without error
 # and return nothing; the query beside each shows the metrics they are built on do exist.
@@ -65,6 +69,19 @@ EXPECTED_EMPTY = {
         "the budgets are far above the spend",
     ),
     "GovernorBudgetExhausted": ("governor_budget_level < 3", "the budgets are far above the spend"),
+    "GovernorAuthFailing": (
+        'governor_tick_errors_total{reason="auth"} == 0',
+        "the token is accepted",
+    ),
+    "GovernorDiscoveryFailing": (
+        'governor_tick_errors_total{reason="discovery"} == 0',
+        "every listing succeeds",
+    ),
+    "GovernorLoopStalled": (
+        'governor_ticks_total{result="ok"} > 0',
+        "the loop ticks every second",
+    ),
+    "GovernorLeaderCount": ("sum(governor_leader) == 1", "one daemon, no election: it leads"),
     "GovernorQuotaNearlyFull": (
         "governor_quota_used_accelerators / governor_quota_limit_accelerators <= 0.9",
         "4 of 8 accelerators in use",

@@ -186,3 +186,90 @@ def test_emulator_scenario_file_errors_name_the_field(tmp_path):
     bad.write_text("endpoints: [{name: x, load: {kind: wobble}}]\n")
     with pytest.raises(ConfigError, match=r"endpoints\[0\]\.load"):
         load_scenario(bad)
+
+
+# -- issue 18: a config that passes check-config runs ------------------------------------------
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "g.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_duplicate_keys_are_rejected_with_their_line(tmp_path):
+    p = _write(tmp_path, "loop: {dry_run: true}\nnamespaces: [a]\nloop: {tick_interval_s: 5}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(p, env={})
+    assert "duplicate key 'loop' at line 3 (first at line 1)" in str(exc.value)
+
+
+def test_nested_duplicate_keys_are_rejected(tmp_path):
+    p = _write(tmp_path, "loop:\n  dry_run: true\n  dry_run: false\n")
+    with pytest.raises(ConfigError, match="duplicate key 'dry_run' at line 3"):
+        load_settings(p, env={})
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_non_finite_numbers_are_refused(tmp_path, value):
+    p = _write(tmp_path, f"scrape: {{max_age_s: {value}}}\n")
+    with pytest.raises(ConfigError, match=r"scrape\.max_age_s: must be a finite number"):
+        load_settings(p, env={})
+
+
+def test_non_finite_env_override_is_refused(monkeypatch):
+    monkeypatch.setenv("GOVERNOR_SCRAPE__MAX_AGE_S", "inf")
+    with pytest.raises(ConfigError, match=r"scrape\.max_age_s"):
+        load_settings(None, env={})
+
+
+def test_floor_from_defaults_above_a_rule_ceiling_is_an_error(tmp_path):
+    p = _write(
+        tmp_path, "defaults: {floor: 3}\nendpoints:\n  - match: {names: [x]}\n    ceiling: 2\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_settings(p, env={})
+    assert "defaults + endpoints[0]: floor (3) must be <= ceiling (2)" in str(exc.value)
+
+
+def test_two_rules_that_together_cross_floor_and_ceiling_are_an_error(tmp_path):
+    p = _write(
+        tmp_path,
+        "endpoints:\n"
+        "  - match: {tags: [big]}\n    floor: 5\n    ceiling: 8\n"
+        "  - match: {tags: [small]}\n    ceiling: 2\n",
+    )
+    with pytest.raises(ConfigError, match=r"defaults \+ endpoints\[0\] \+ endpoints\[1\]"):
+        load_settings(p, env={})
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("http://[::1/v2", "not a valid URL"),
+        ("http://h:99999/v2", "not a valid URL"),
+        ("http:///v2", "has no host"),
+        ("https://h/v2?x=1", "query"),
+    ],
+)
+def test_bad_api_urls_are_refused(url, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(None, overrides={"api": {"base_url": url}}, env={})
+
+
+@pytest.mark.parametrize(
+    ("listen", "needle"),
+    [
+        ("no-such-host.invalid:9108", "cannot listen on host"),
+        ("::1:9108", "in brackets"),
+        ("127.0.0.1:99999", "0..65535"),
+    ],
+)
+def test_bad_listen_addresses_are_refused(listen, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(None, overrides={"server": {"listen": listen}}, env={})
+
+
+def test_good_listen_addresses_pass():
+    for listen in ("127.0.0.1:0", "[::1]:9108", "0.0.0.0:9108", "localhost:9108"):
+        load_settings(None, overrides={"server": {"listen": listen}}, env={})

@@ -1025,7 +1025,9 @@ async def _governor_once(
     transport = httpx.ASGITransport(app=app)
     tl = _Timeline()
     step = settings.loop.tick_interval_s
-    async with make_client(settings, transport=transport, sleep=no_sleep) as client:
+    async with make_client(
+        settings, transport=transport, sleep=no_sleep, monotonic=clock.now
+    ) as client:
         gov = Governor(settings, clock=clock, client=client, on_tick=on_tick)
         tl.sample(p)
         t = 0.0

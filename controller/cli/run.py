@@ -21,6 +21,7 @@ from controller.daemon.lock import StateLock
 from controller.daemon.loop import Governor
 from controller.daemon.sdnotify import Notifier
 from controller.daemon.store import StateStore
+from controller.errors import ConfigError
 from controller.platform.client import make_client
 from controller.settings import Settings
 
@@ -87,7 +88,10 @@ async def _run_locked(settings: Settings, *, once: bool) -> int:
                     host=settings.server.host,
                     port=settings.server.port,
                 )
-                await server.start()
+                try:
+                    await server.start()
+                except OSError as exc:
+                    raise ConfigError(f"server.listen: {exc}") from None
                 log.info("listening", address=f"{settings.server.host}:{server.port}")
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

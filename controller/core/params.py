@@ -14,7 +14,7 @@ __all__ = ["EndpointSettings"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class EndpointSettings(_Strict):

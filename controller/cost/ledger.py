@@ -254,8 +254,13 @@ class Ledger:
 
     # -- recording ------------------------------------------------------------------------------
 
-    def observe(self, endpoints: Sequence[Endpoint], *, now: float) -> None:
-        """Record every listed endpoint's spend up to `now`, in one transaction."""
+    def observe(self, endpoints: Sequence[Endpoint], *, now: float, record: bool = True) -> None:
+        """Record every listed endpoint's spend up to `now`, in one transaction.
+
+        With `record=False` (a standby under leader election) the replicas are followed and
+        their minutes counted as billed, but no spend is written: the leader bills them. A standby
+        that takes over then goes on from where the account is, instead of billing again the
+        minutes the old leader had already recorded."""
         if self.readonly:
             raise RuntimeError("ledger opened read-only")
         spend: dict[tuple[str, str, float, int], int] = {}
@@ -270,6 +275,10 @@ class Ledger:
                 continue
             if st is not None:
                 touched.append(st)
+        if not record:
+            spend.clear()
+            gaps.clear()
+            prof.clear()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(
@@ -613,8 +622,8 @@ class CostTracker:
     def close(self) -> None:
         self.ledger.close()
 
-    def observe(self, endpoints: Sequence[Endpoint], *, now: float) -> None:
-        self.ledger.observe(endpoints, now=now)
+    def observe(self, endpoints: Sequence[Endpoint], *, now: float, record: bool = True) -> None:
+        self.ledger.observe(endpoints, now=now, record=record)
         self.latest = self.report(endpoints, now=now)
 
     async def refresh_prices(self, client: Any, namespaces: Sequence[str]) -> int:

@@ -323,7 +323,7 @@ class Metrics:
             self.ticks.labels(result)
         for reason in ("auth", "discovery", "internal"):
             self.tick_errors.labels(reason)
-        for phase in ("discover", "scrape", "decide"):
+        for phase in ("discover", "scrape", "act"):
             self.tick_skipped.labels(phase)
 
     def set_leader(self, identity: str, leading: bool, holder: str | None) -> None:

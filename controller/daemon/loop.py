@@ -26,6 +26,7 @@ from controller.daemon.context import EndpointContext, build_contexts
 from controller.daemon.exporter import EndpointGauges, Health, Metrics
 from controller.daemon.sdnotify import Notifier
 from controller.daemon.store import StateStore
+from controller.daemon.trust import implausible
 from controller.errors import ApiError, AuthError, FeedError
 from controller.platform.client import EndpointsClient
 from controller.platform.models import Endpoint, EndpointState
@@ -133,6 +134,8 @@ class Governor:
         # Leader election's share of the identity: learn it from the Lease as a standby, publish
         # it as the leader (see daemon/election.py).
         self.learn_identity: Callable[[], str | None] | None = None
+        # The last believed targetReplica per endpoint (a lowered maxReplica lags behind it).
+        self._believed_target: dict[str, int] = {}
         self.on_identity: Callable[[str], None] | None = None
 
     def _policies(self, es: EndpointSettings) -> list[Policy]:
@@ -164,12 +167,35 @@ class Governor:
                 report.namespace_errors[ns] = str(exc)
                 self.metrics.discovery_errors.labels(kind).inc()
                 log.error("discovery_failed", namespace=ns, error=str(exc), error_class=kind)
+        found = self._believable(found, report)
         listed = {k for k in report.namespace_errors if not k.endswith("(item skipped)")}
         if self.settings.namespaces and listed >= set(self.settings.namespaces):
             # Not one namespace could be listed: Governor sees nothing, which is not "all quiet".
             every_auth = auth_failures == len(self.settings.namespaces)
             report.failed = "auth" if every_auth else "discovery"
         return found
+
+    def _believable(self, found: list[Endpoint], report: TickReport) -> list[Endpoint]:
+        """Drop items whose numbers or times cannot be true (daemon/trust.py); count them."""
+        api = self.settings.api
+        now = self.clock.now()
+        kept: list[Endpoint] = []
+        for ep in found:
+            why = implausible(
+                ep,
+                now=now,
+                max_skew_s=api.max_clock_skew_s,
+                max_replicas=api.max_replicas,
+                last_target=self._believed_target.get(ep.key),
+            )
+            if why is None:
+                self._believed_target[ep.key] = ep.status.target_replica
+                kept.append(ep)
+                continue
+            report.namespace_errors[f"{ep.key} (item skipped)"] = why
+            self.metrics.discovery_errors.labels("implausible").inc()
+            log.warning("endpoint_implausible", endpoint=ep.key, error=why)
+        return kept
 
     def _skip(self, report: TickReport, phase: str, n: int) -> None:
         if n > 0:
@@ -178,7 +204,9 @@ class Governor:
 
     async def tick(self) -> TickReport:
         started = time.perf_counter()
-        deadline = time.monotonic() + self.settings.loop.budget_s
+        t0 = time.monotonic()
+        budget = self.settings.loop.budget_s
+        deadline = t0 + budget
         now = self.clock.now()
         report = TickReport(at=now, leading=self._leading())
         self.health.last_attempt_at = now
@@ -187,13 +215,16 @@ class Governor:
             endpoints = await self._discover(report, deadline)
             if report.failed is not None:
                 return self._failed_tick(report, started)
-            if report.leading:
-                # Only the leader bills: a standby's ledger would count the same minutes again.
-                for obs in self.observers:
-                    try:
+            for obs in self.observers:
+                try:
+                    if report.leading:
                         obs.observe(endpoints, now=now)
-                    except Exception:
-                        log.exception("observer_failed", observer=type(obs).__name__)
+                    elif isinstance(obs, CostTracker):
+                        # Only the leader bills; a standby follows the replicas without writing
+                        # spend, so a take-over neither re-bills nor loses minutes.
+                        obs.observe(endpoints, now=now, record=False)
+                except Exception:
+                    log.exception("observer_failed", observer=type(obs).__name__)
             managed: list[Endpoint] = []
             for ep in endpoints:
                 if s.is_managed(ep.namespace or "", ep.name, ep.tags):
@@ -202,7 +233,8 @@ class Governor:
                     report.unmanaged.append(ep.key)
             # Paused and scaled-to-zero endpoints have no replicas to report: do not scrape them.
             live = [ep for ep in managed if ep.state in _SCRAPED]
-            await self._scrape(live, report, deadline)
+            # The feeds get half the budget, so one trickling feed cannot starve every decision.
+            await self._scrape(live, report, t0 + budget / 2)
             del live
             self.windows.forget_except({ep.key for ep in managed})
             # Decision time is read once, after collection, so this tick's samples count.
@@ -280,7 +312,13 @@ class Governor:
         s = self.settings
         entries: list[TickEntry] = []
         gauges: dict[str, EndpointGauges] = {}
-        ess = {ep.key: s.endpoint_settings(ep.namespace or "", ep.name, ep.tags) for ep in managed}
+        ess: dict[str, EndpointSettings] = {}
+        for ep in list(managed):
+            try:
+                ess[ep.key] = s.endpoint_settings(ep.namespace or "", ep.name, ep.tags)
+            except ValueError as exc:  # check-config rules this out; never let it stop a tick
+                log.error("endpoint_settings_invalid", endpoint=ep.key, error=str(exc))
+        managed = [ep for ep in managed if ep.key in ess]
         book = self.cost.ledger.prices if self.cost is not None else self._book
         contexts = build_contexts(
             managed,
@@ -294,13 +332,8 @@ class Governor:
         )
         if self.identity is None and self.learn_identity is not None:
             self.identity = self.learn_identity()
-        for i, ep in enumerate(managed):
+        for ep in managed:
             key = ep.key
-            if time.monotonic() >= deadline:
-                # Out of budget: the rest is decided next tick, from a fresh listing.
-                self._skip(report, "decide", len(managed) - i)
-                log.warning("tick_budget_exhausted", phase="decide", skipped=len(managed) - i)
-                break
             es = ess[key]
             ctx = contexts.get(key, EndpointContext())
             window = self.windows.get(key)
@@ -320,6 +353,11 @@ class Governor:
                 spend=ctx.spend,
             )
             outcome: Outcome | None = None
+            if decision.acts and time.monotonic() >= deadline:
+                # Out of budget: deciding is cheap, acting is API calls. Next tick re-decides
+                # from a fresh listing.
+                decision = defer(decision, "the tick ran out of its budget (loop.tick_budget_s)")
+                self._skip(report, "act", 1)
             if decision.acts and not self._take_token(now):
                 decision = defer(
                     decision, f"global limit of {s.loop.max_actions_per_min} actions/min reached"

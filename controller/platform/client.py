@@ -31,7 +31,14 @@ scale-to-zero move to a target state; a resume that finds the endpoint running g
 (`feed_attempts`): a missed sample is cheaper than a slow tick, and the next tick fetches again.
 Both feed transports share this retry loop; aiohttp's timeouts and connection errors count as
 httpx's do (retryable), and every timeout phase (connect, including the wait for a pooled
-connection, and each read) is `timeout_s` on both, with no overall cap.
+connection, and each read) is `timeout_s` on both.
+
+Deadlines. A management attempt has a *total* deadline of `timeout_s` (connect, headers and the
+whole body: httpx's own timeouts are per read, so a body trickled a few bytes at a time never trips
+them), and a whole call, retries and backoff included, `call_deadline_s`. A `Retry-After` that the
+retries did not wait out is remembered (`held_until`): management calls fail fast until it has
+passed, so the next tick does not hammer an API that asked for quiet. The feed's deadline and
+freshness are the scraper's (`scrape.py`).
 """
 
 from __future__ import annotations
@@ -231,6 +238,9 @@ class EndpointsClient:
         quota_pattern: str | re.Pattern[str] = DEFAULT_QUOTA_PATTERN,
         feed_attempts: int = 1,
         rng: random.Random | None = None,
+        call_deadline_s: float | None = None,
+        monotonic: Callable[[], float] | None = None,
+        max_retry_after_s: float = 3600.0,
     ) -> None:
         if max_attempts < 1 or feed_attempts < 1:
             raise ValueError("max_attempts and feed_attempts must be >= 1")
@@ -261,6 +271,13 @@ class EndpointsClient:
         self._backoff_max = backoff_max_s
         self._sleep = sleep if sleep is not None else asyncio.sleep
         self._on_call = on_call
+        # One call, retries and backoff included, never takes longer than this.
+        self._call_deadline = call_deadline_s
+        # A Retry-After too long to wait inside a call is remembered, in this time base, and
+        # management calls fail fast until it has passed instead of hammering a limited API.
+        self._mono = monotonic or time.monotonic
+        self._max_retry_after = max_retry_after_s
+        self.held_until: float | None = None
         # Items the last `list_endpoints` call skipped as unparsable.
         self.invalid_items: list[BadResponseError] = []
         self._rng = rng if rng is not None else random.Random()
@@ -537,7 +554,81 @@ class EndpointsClient:
         accept: Callable[[httpx.Response], bool] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """Send with retries; returns a 2xx response (or one `accept` approves), else raises."""
+        """Send with retries; returns a 2xx response (or one `accept` approves), else raises.
+
+        Fails fast while a remembered `Retry-After` lasts; the whole call (every attempt and
+        backoff) is bounded by `call_deadline_s`."""
+        feed = route == "open_metrics"  # a feed's 429 says nothing about the management API
+        if not feed:
+            self._check_hold(route, endpoint)
+        try:
+            return await self._bounded(
+                route,
+                endpoint,
+                self._retry_call(
+                    route,
+                    method,
+                    path,
+                    endpoint=endpoint,
+                    json_body=json_body,
+                    attempts=attempts,
+                    accept=accept,
+                    headers=headers,
+                ),
+            )
+        except RetryableApiError as exc:
+            if not feed:
+                self._remember(exc)
+            raise
+
+    async def _bounded(self, route: Route, endpoint: str | None, work: Awaitable[T]) -> T:
+        if self._call_deadline is None:
+            return await work
+        try:
+            async with asyncio.timeout(self._call_deadline):
+                return await work
+        except TimeoutError:
+            raise RetryableApiError(
+                f"{route}: no answer within the call deadline of {self._call_deadline:g}s "
+                "(retries included)",
+                endpoint=endpoint,
+            ) from None
+
+    def _check_hold(self, route: Route, endpoint: str | None) -> None:
+        if self.held_until is None:
+            return
+        left = self.held_until - self._mono()
+        if left <= 0:
+            self.held_until = None
+            return
+        raise RetryableApiError(
+            f"{route}: not sent, the API asked to wait (Retry-After) another {left:.0f}s",
+            status=429,
+            endpoint=endpoint,
+            retry_after=left,
+        )
+
+    def _remember(self, exc: RetryableApiError) -> None:
+        """Keep a Retry-After the retries did not wait out, so the next tick honours it too."""
+        if exc.retry_after is None or exc.retry_after <= 0:
+            return
+        until = self._mono() + min(exc.retry_after, self._max_retry_after)
+        if self.held_until is None or until > self.held_until:
+            self.held_until = until
+            log.warning("api_retry_after", seconds=round(exc.retry_after, 1), route="management")
+
+    async def _retry_call(
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        *,
+        endpoint: str | None,
+        json_body: Mapping[str, Any] | None,
+        attempts: int | None,
+        accept: Callable[[httpx.Response], bool] | None,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Response:
         return await self._retry(
             lambda last: self._attempt(
                 route,
@@ -587,9 +678,18 @@ class EndpointsClient:
         status: int | None = None
         try:
             try:
-                resp = await self._http.request(method, path, json=json_body, headers=headers)
+                # Total deadline of one attempt: connect, headers and the whole body. httpx's
+                # own timeouts are per phase (per read), so a body trickled a few bytes at a
+                # time would never trip them.
+                async with asyncio.timeout(self._timeout_s):
+                    resp = await self._http.request(method, path, json=json_body, headers=headers)
             except httpx.HTTPError as exc:
                 raise self._map_transport(exc, route=route, endpoint=endpoint) from exc
+            except TimeoutError:
+                raise RetryableApiError(
+                    f"{route}: no complete response within {self._timeout_s:g}s",
+                    endpoint=endpoint,
+                ) from None
             status = resp.status_code
             if not (200 <= status < 300 or (accept is not None and accept(resp))):
                 raise self._map_response(resp, route=route, endpoint=endpoint)
@@ -793,5 +893,7 @@ def make_client(
         backoff_max_s=a.backoff_max_s,
         max_connections=a.max_connections,
         on_call=on_call,
+        call_deadline_s=a.call_deadline_s,
+        max_retry_after_s=a.max_retry_after_s,
         **kw,
     )
