@@ -402,6 +402,10 @@ async def test_errors_401_403_404_409_400(hub):
     assert status_of(err) == 400
     err = await hub.error(api.resume_inference_endpoint, "chat", namespace=NS, running_ok=False)
     assert status_of(err) == 400
+    cpu = {"accelerator": "cpu", "instance_type": "intel-spr", "instance_size": "x2"}
+    err = await hub.error(api.update_inference_endpoint, "chat", namespace=NS, **cpu)
+    assert status_of(err) == 400  # no move between accelerator kinds
+    assert "compute.accelerator" in str(err)
     hub.platform.set_quota(NS, "aws", "gpu", 1)
     err = await hub.error(api.update_inference_endpoint, "chat", namespace=NS, min_replica=2)
     assert status_of(err) == 400

@@ -188,7 +188,7 @@ class PlatformConfig:
     allow_accelerator_change: bool = False  # a cpu <-> gpu <-> neuron update is a 400 unless set
     env_update: Literal["replace", "merge"] = "replace"  # how an update's model.env/secrets apply
     # Limits (every one a 400 naming the field when exceeded).
-    max_replicas_per_endpoint: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    max_replicas_per_endpoint: Annotated[int, Field(ge=1, le=10_000)] = 1000
     max_endpoints_per_namespace: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     max_scale_to_zero_timeout_min: Annotated[int, Field(ge=1, le=5_256_000)] = 525_600  # a year
     # Quota (see "Quota" above): groups per instance type or pooled per accelerator kind.
