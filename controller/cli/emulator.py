@@ -95,7 +95,7 @@ def run_emulator(args: argparse.Namespace) -> int:
     print(
         f"emulator: http://{args.host}:{args.port}/v2 namespace {spec.namespace}, "
         f"{len(spec.endpoints)} endpoints, {args.speed:g}x time; "
-        f"{len(tokens)} Bearer token(s) accepted: the --token values",
+        f"{len(tokens)} Bearer token(s) accepted",
         file=sys.stderr,
     )
     if generated is not None:
