@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from controller.cost.ledger import CostTracker
-from controller.daemon.lock import StateLock
+from controller.daemon.lock import LOCK_NAME, StateLock
 from controller.daemon.store import StateStore
 from controller.errors import StateLockedError
 from controller.settings import load_settings
@@ -29,14 +29,15 @@ def _same_state(cfg: str, state_dir: Path) -> None:
     p.write_text(yaml.safe_dump(data))
 
 
-async def _wait_lock_taken(path) -> None:
-    for _ in range(200):
-        probe = StateLock([path])
-        try:
-            probe.acquire()
-        except StateLockedError:
+async def _wait_lock_taken(path: Path, proc: asyncio.subprocess.Process) -> None:
+    """Wait until `proc` holds the lock, reading the pid it writes (a probe `flock` would race it:
+    a daemon starting while the probe holds the lock would rightly refuse to start)."""
+    lock = Path(path) / LOCK_NAME
+    for _ in range(1200):
+        if proc.returncode is not None:
+            raise AssertionError(f"the daemon exited {proc.returncode} before taking the lock")
+        if lock.exists() and lock.read_text().strip() == str(proc.pid):
             return
-        probe.release()
         await asyncio.sleep(0.05)
     raise AssertionError("the daemon never took the lock")
 
@@ -46,7 +47,7 @@ async def test_second_run_on_the_same_state_exits_2_and_kill_9_frees_the_lock(tm
     try:
         cfg = write_config(tmp_path, srv.base_url, free_port())
         first = await spawn("run", "-c", cfg)
-        await _wait_lock_taken(tmp_path)
+        await _wait_lock_taken(tmp_path, first)
         # a second daemon with its own port but the same state file refuses to start
         (tmp_path / "b").mkdir()
         port = free_port()
@@ -63,7 +64,7 @@ async def test_second_run_on_the_same_state_exits_2_and_kill_9_frees_the_lock(tm
         await asyncio.wait_for(first.communicate(), 15)
         # the kernel dropped the dead process's lock: a restart is not blocked
         third = await spawn("run", "-c", second_cfg)
-        await _wait_lock_taken(tmp_path)
+        await _wait_lock_taken(tmp_path, third)
         await _wait_http(port)
         third.send_signal(signal.SIGTERM)
         _, err3 = await asyncio.wait_for(third.communicate(), 30)
