@@ -9,6 +9,7 @@ endpoint that stops being managed leaves no stale series behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -371,14 +372,30 @@ def create_app(metrics: Metrics, health: Health, clock: Clock) -> Starlette:
     )
 
 
+class _NoSignalServer(uvicorn.Server):
+    """uvicorn that leaves SIGTERM/SIGINT to the daemon.
+
+    uvicorn's own handlers would catch a SIGTERM that arrives while it starts, stop only the HTTP
+    server, then restore the default handler over the daemon's and re-raise the signal: the
+    process would die without its graceful stop (final tick, ledger flush, `stopped` log).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # uvicorn >= 0.29
+        yield
+
+    def install_signal_handlers(self) -> None:  # older uvicorn
+        return None
+
+
 class MetricsServer:
-    """uvicorn serving `create_app` inside the current event loop."""
+    """uvicorn serving `create_app` inside the current event loop (signals stay the daemon's)."""
 
     def __init__(self, app: Starlette, *, host: str, port: int) -> None:
         self.config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
         )
-        self.server = uvicorn.Server(self.config)
+        self.server = _NoSignalServer(self.config)
         self.port: int | None = None
 
     async def start(self) -> None:
