@@ -15,6 +15,7 @@ from controller.backtest.simulate import (
     ServiceModel,
     SimConfig,
     load_sim_config,
+    run_system_sync,
     simulate,
 )
 from controller.backtest.traces import RequestTrace, load_trace
@@ -271,3 +272,18 @@ def test_cli_replays_the_users_daemon_file(tmp_path, capsys):
     assert "not managed by this config" in capsys.readouterr().err
     assert main([*argv, "--endpoint", "chat", "--no-progress"]) == 2
     assert "need a daemon config" in capsys.readouterr().err
+
+
+def test_run_system_with_scale_up_timeout_holds_instead_of_503():
+    # one system over one load through the public entry point; clients that send
+    # X-Scale-Up-Timeout wait out the cold start of a sleeping endpoint instead of a 503
+    trace = RequestTrace("two", (0.0, 2400.0))
+    spec = PolicySpec("p0", "platform", floor=0)
+    cold = run_system_sync(SimConfig(lead_in_s=300), trace, spec)
+    held = run_system_sync(SimConfig(lead_in_s=300, scale_up_timeout_s=600), trace, spec)
+    assert cold.rejected_503 == 2
+    assert held.rejected_503 == 0
+    assert held.requests == 2
+    assert held.slo_attainment == 0.0  # both waited a cold start: served, but late
+    assert held.wait_p50_ms >= 180_000
+    assert run_system_sync(SimConfig(), trace, PolicySpec("a", "autopilot")) is None
