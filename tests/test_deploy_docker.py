@@ -233,3 +233,15 @@ def test_dockerignore_admits_what_the_build_copies():
             if op == "COPY" and not a.startswith("--from="):
                 for src in a.split()[:-1]:
                     assert src.rstrip("/") in allowed, src
+
+
+def test_local_build_and_nspawn_scripts_parse():
+    """deploy/docker/build-local.sh and deploy/systemd/run-under-nspawn.sh need root, buildah
+    or systemd-nspawn (docs/deploy-verification.md has a run); here: they are valid bash."""
+    for script in (
+        DEPLOY / "docker" / "build-local.sh",
+        DEPLOY / "systemd" / "run-under-nspawn.sh",
+        DEPLOY / "systemd" / "nspawn-check.sh",
+    ):
+        out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert out.returncode == 0, f"{script.name}: {out.stderr}"
