@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "controller.errors": 0,
     "controller.logs": 0,
     "controller.files": 0,
+    "controller.serving": 0,
     "controller.platform": 1,
     "policies": 2,
     "controller.core": 3,

@@ -8,13 +8,10 @@ endpoint that stops being managed leaves no stale series behind.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
@@ -26,6 +23,7 @@ from starlette.routing import Route
 
 from controller import __version__
 from controller.clock import Clock
+from controller.serving import LoopServer
 
 if TYPE_CHECKING:
     from controller.cost.ledger import CostReport
@@ -372,48 +370,8 @@ def create_app(metrics: Metrics, health: Health, clock: Clock) -> Starlette:
     )
 
 
-class _NoSignalServer(uvicorn.Server):
-    """uvicorn that leaves SIGTERM/SIGINT to the daemon.
-
-    uvicorn's own handlers would catch a SIGTERM that arrives while it starts, stop only the HTTP
-    server, then restore the default handler over the daemon's and re-raise the signal: the
-    process would die without its graceful stop (final tick, ledger flush, `stopped` log).
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # uvicorn >= 0.29
-        yield
-
-    def install_signal_handlers(self) -> None:  # older uvicorn
-        return None
-
-
-class MetricsServer:
+class MetricsServer(LoopServer):
     """uvicorn serving `create_app` inside the current event loop (signals stay the daemon's)."""
 
     def __init__(self, app: Starlette, *, host: str, port: int) -> None:
-        self.config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
-        )
-        self.server = _NoSignalServer(self.config)
-        self.port: int | None = None
-
-    async def start(self) -> None:
-        async def serve() -> None:
-            try:
-                await self.server.serve()
-            except SystemExit:  # uvicorn exits the process when it cannot bind; we must not
-                raise OSError(f"cannot listen on {self.config.host}:{self.config.port}") from None
-
-        self._task = asyncio.create_task(serve(), name="governor-http")
-        while not self.server.started:
-            if self._task.done():
-                self._task.result()  # raises the OSError above
-                raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
-            await asyncio.sleep(0.01)
-        sock = self.server.servers[0].sockets[0]
-        self.port = sock.getsockname()[1]
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        await self._task
+        super().__init__(app, host=host, port=port, what="metrics server", access_log=False)

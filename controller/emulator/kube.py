@@ -16,21 +16,19 @@ replicas judge it from `renewTime`/`leaseDurationSeconds` and how long it stayed
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from controller.serving import LoopServer
 
 __all__ = ["LeaseApi", "LeaseServer"]
 
@@ -156,12 +154,6 @@ class LeaseApi:
         return JSONResponse(body)
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class LeaseServer:
     """`LeaseApi` under uvicorn on loopback, inside the current event loop."""
 
@@ -170,29 +162,20 @@ class LeaseServer:
     ) -> None:
         self.api = api or LeaseApi()
         self.host, self.port = host, port
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._http: LoopServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        cfg = uvicorn.Config(
-            self.api.app, host=self.host, port=self.port, log_level="warning", lifespan="off"
-        )
-        self._server = _Server(cfg)
-        self._task = asyncio.create_task(self._server.serve(), name="lease-api")
-        while not self._server.started:
-            if self._task.done():
-                raise OSError(f"lease API could not listen on {self.host}:{self.port}")
-            await asyncio.sleep(0.005)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._http = LoopServer(self.api.app, host=self.host, port=self.port, what="lease API")
+        await self._http.start()
+        self.port = self._http.port
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+        if self._http is not None:
+            await self._http.stop()
 
     async def __aenter__(self) -> LeaseServer:
         await self.start()

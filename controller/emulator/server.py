@@ -13,25 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-
-import uvicorn
 
 from controller.clock import Clock, WallClock
 from controller.emulator.app import EmulatorConfig, create_app
 from controller.emulator.platform import Platform, PlatformConfig
 from controller.platform.models import UserRef
+from controller.serving import LoopServer
 
 __all__ = ["EmulatorServer", "serve_forever"]
 
 log = logging.getLogger(__name__)
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class EmulatorServer:
@@ -56,8 +49,7 @@ class EmulatorServer:
         self.app = create_app(
             platform, clock=clock, token=token, tokens=tokens, config=config, namespaces=namespaces
         )
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._http: LoopServer | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     @property
@@ -74,21 +66,9 @@ class EmulatorServer:
         return f"{self.root_url}/_emulator"
 
     async def start(self) -> None:
-        cfg = uvicorn.Config(
-            self.app, host=self.host, port=self.port, log_level="warning", lifespan="off"
-        )
-        self._server = _Server(cfg)
-        self._task = asyncio.create_task(self._server.serve(), name="emulator-uvicorn")
-        while not self._server.started:
-            if self._task.done():
-                try:
-                    self._task.result()
-                except SystemExit as exc:  # uvicorn exits when it cannot bind
-                    raise OSError(f"emulator could not listen on {self.host}:{self.port}") from exc
-                raise OSError(f"emulator server on {self.host}:{self.port} exited during startup")
-            await asyncio.sleep(0.005)
-        sock = self._server.servers[0].sockets[0]
-        self.port = sock.getsockname()[1]
+        self._http = LoopServer(self.app, host=self.host, port=self.port, what="emulator")
+        await self._http.start()
+        self.port = self._http.port
         self.platform.set_public_base(self.root_url)
         self._ticker = asyncio.create_task(self._tick(), name="emulator-ticker")
 
@@ -106,10 +86,8 @@ class EmulatorServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
-            self._task = None
+        if self._http is not None:
+            await self._http.stop()
 
     async def __aenter__(self) -> EmulatorServer:
         await self.start()
