@@ -127,6 +127,10 @@ class EndpointView:
     - `fleet`: the managed endpoints of that group, *this one included*, so that every endpoint
       sees the same picture and they agree on who yields.
     - `spend`: for the budget policy.
+    - `slo_queue_delay_s`, `slo_attainment`: the endpoint's service objective (`slo` setting).
+    - `capacity_per_replica`: requests one replica serves at once when configured or told by the
+      API (the engine's env); None: a policy learns it (`policies.capacity`).
+    - `cold_start_s`: the configured cold start; None: learnt from observed starts.
     """
 
     key: str
@@ -143,6 +147,10 @@ class EndpointView:
     quota: QuotaView | None = None
     fleet: tuple[FleetMember, ...] = ()
     spend: SpendView | None = None
+    slo_queue_delay_s: float = 1.0
+    slo_attainment: float = 0.99
+    capacity_per_replica: float | None = None
+    cold_start_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

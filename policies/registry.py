@@ -29,6 +29,7 @@ _BUILTINS = {
     "pause_to_free_quota": "policies.pause_to_free_quota:PauseToFreeQuotaPolicy",
     "budget": "policies.budget:BudgetPolicy",
     "burst_floor": "policies.burst_floor:BurstFloorPolicy",
+    "slo_target": "policies.slo_target:SloTargetPolicy",
 }
 
 

@@ -105,7 +105,7 @@ async def test_run_serves_probes_and_metrics_and_stops_on_sigterm(tmp_path):
         await srv.stop()
     assert proc.returncode == 0, err.decode()[-2000:]
     assert 'governor_ticks_total{result="ok"}' in body
-    assert 'governor_decisions_total{action="scale_up",policy="pending_requests"' in body
+    assert 'governor_decisions_total{action="scale_up",policy="slo_target"' in body
     assert 'governor_endpoint_replicas{endpoint="chat",kind="desired",namespace="acme"}' in body
     # the unmanaged endpoint gets no control gauges (its cost is reported: governor_spend_*)
     assert not [

@@ -21,7 +21,7 @@ def test_defaults_without_file():
     assert s.api.base_url == "https://api.endpoints.huggingface.cloud/v2"
     assert s.loop.tick_interval_s == 15
     assert s.token is None
-    assert s.defaults.policies == {"pending_requests": {}}
+    assert s.defaults.policies == {"slo_target": {}}
 
 
 def test_example_config_is_valid():

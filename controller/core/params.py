@@ -10,11 +10,31 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["EndpointSettings"]
+__all__ = ["SLO", "EndpointSettings"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+class SLO(_Strict):
+    """The service objective: this share of requests waits at most this long before service.
+
+    Demand policies derive their targets from it (`slo_target` sizes the replicas so that the
+    queueing model's miss probability stays inside the budget); the autopilot scores candidates
+    against it, and the backtest scores runs with it.
+    """
+
+    queue_delay_ms: float = Field(
+        1000.0, gt=0, le=3_600_000, description="Longest acceptable queueing delay (ms)."
+    )
+    attainment: float = Field(
+        0.99, gt=0, le=1, description="Share of requests that must wait at most queue_delay_ms."
+    )
+
+    @property
+    def queue_delay_s(self) -> float:
+        return self.queue_delay_ms / 1000.0
 
 
 class EndpointSettings(_Strict):
@@ -31,8 +51,22 @@ class EndpointSettings(_Strict):
         le=86400,
         description="Scale down only to the highest recommendation of this window.",
     )
+    slo: SLO = Field(default_factory=SLO, description="The endpoint's service objective.")
+    capacity_per_replica: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="Requests one replica serves at once (the engine's batch width). Unset: read "
+        "from the engine's env in the API (MAX_BATCH_SIZE, ...), else learnt online.",
+    )
+    cold_start_s: float | None = Field(
+        None,
+        ge=0,
+        le=86_400,
+        description="Seconds from a replica's start to serving. Unset: learnt from starts seen.",
+    )
     policies: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"pending_requests": {}},
+        default_factory=lambda: {"slo_target": {}},
         description="Policy name -> parameters (validated by the policy's Params model).",
     )
     priority: int = Field(0, ge=-1000, le=1000, description="Higher wins quota arbitration.")

@@ -37,6 +37,7 @@ from policies.base import (
     QuotaView,
     SpendView,
 )
+from policies.capacity import engine_capacity
 
 __all__ = [
     "Draft",
@@ -221,6 +222,10 @@ def propose(
         quota=quota,
         fleet=fleet,
         spend=spend,
+        slo_queue_delay_s=settings.slo.queue_delay_s,
+        slo_attainment=settings.slo.attainment,
+        capacity_per_replica=settings.capacity_per_replica or engine_capacity(endpoint),
+        cold_start_s=settings.cold_start_s,
     )
     proposals: list[Proposal] = []
     policy_memory = dict(mem.policy_memory)

@@ -1,0 +1,288 @@
+"""SLO target: as many replicas as the endpoint's SLO needs, not a hand-set "pending per replica".
+
+The default demand policy. Every tick:
+
+1. **Capacity.** Requests one replica serves at once: `capacity_per_replica` when configured or
+   stated by the engine's env in the API (`view.capacity_per_replica`), else learnt from the feed
+   (`policies.capacity.learn`: Little's law on completions and latency; a sustained queue shows the
+   replicas full), starting from `capacity_prior`.
+2. **Load.** The mean pending requests (queued + in service) over `window_s`: the Erlangs the
+   replicas must carry. A queue counts too, so an endpoint behind its load sizes for its backlog.
+3. **Size.** The fewest replicas for which an M/M/c queue with that load keeps P(wait > the SLO's
+   queueing delay) within `safety` x the SLO's miss budget (1 - attainment). The mean service
+   time, once learnt, lets the model count waits shorter than the delay as met.
+4. **Panic.** When the mean over `panic_window_s` asks for at least `panic_threshold` x the ready
+   replicas, that count is used at once, and nothing is scaled down until a full `window_s` passes
+   without another such tick (Knative's panic mode).
+5. **Scale to zero** (only where the operator's floor is 0). The idle gaps the endpoint has had
+   (up to `gap_history`) say what keeping the last replica warm costs against what a cold start
+   costs: the idle timeout chosen is the one with the fewest expected replica-seconds (idle time
+   up to the timeout, plus the cold start of each wake after it; price cancels out, as a starting
+   replica bills at the same rate) whose expected misses (the requests that arrived within a cold
+   start of each wake, all of which wait) fit in `safety` x the SLO's miss budget of the requests
+   seen. With no gap beyond the timeout, or no history, it stays warm.
+
+Reason codes: `slo_target` (sized), `panic`, `idle_to_zero` (0 replicas after the break-even idle
+time), `no_data` (no pending sample in `window_s`: invalid proposal).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from policies.base import EndpointView, Proposal, ProposalKind
+from policies.capacity import capacity_of, learn, learn_cold_start, replicas_for_slo
+
+__all__ = ["SloTargetParams", "SloTargetPolicy", "idle_timeout"]
+
+# A cold start assumed until one is observed (or `cold_start_s` is configured): a few minutes is
+# typical for a model of a few GB pulled and loaded on Inference Endpoints.
+COLD_START_PRIOR_S = 300.0
+
+
+class SloTargetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: float = Field(
+        60.0, gt=0, le=3600, description="Span the load (mean pending requests) is taken over."
+    )
+    panic_window_s: float = Field(
+        15.0, gt=0, le=3600, description="Short span for burst detection (>= the tick interval)."
+    )
+    panic_threshold: float = Field(
+        2.0, gt=1, le=100, description="Panic when the short span asks for this x ready replicas."
+    )
+    safety: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of the SLO's miss budget the queueing model may spend (the rest covers "
+        "traffic burstier than Poisson and the lag of a window mean).",
+    )
+    capacity_prior: float = Field(
+        8.0,
+        ge=1,
+        le=100_000,
+        description="Capacity assumed until learnt: continuous batching of a 7-8B model on a "
+        "24 GB GPU; corrected online once the replicas are seen full.",
+    )
+    learn_capacity: bool = Field(True, description="Learn capacity from the feed when not given.")
+    gap_history: int = Field(
+        64, ge=1, le=10_000, description="Idle gaps remembered for the scale-to-zero break-even."
+    )
+    min_idle_s: float = Field(
+        60.0, ge=0, le=86_400, description="Never scale to zero after less idle time than this."
+    )
+
+    @model_validator(mode="after")
+    def _windows(self) -> Self:
+        if self.panic_window_s > self.window_s:
+            raise ValueError(
+                f"panic_window_s ({self.panic_window_s:g}) must not exceed window_s "
+                f"({self.window_s:g})"
+            )
+        return self
+
+
+def idle_timeout(
+    gaps: list[list[float]],
+    *,
+    cold_start_s: float,
+    miss_budget: float,
+    requests: float,
+    min_idle_s: float,
+) -> float | None:
+    """The break-even idle timeout over observed gaps ([length s, requests at its wake]), or None.
+
+    For a timeout tau, each gap g costs min(g, tau) idle replica-seconds, plus `cold_start_s` when
+    g > tau (the replica is started again), and its wake requests are misses. The cheapest tau
+    among the gap lengths (and "never") whose misses fit `miss_budget` x `requests` is returned;
+    None means staying warm is cheapest or the only choice the SLO allows.
+    """
+    lengths = sorted({g for g, _ in gaps if g >= min_idle_s})
+    allowed = miss_budget * requests
+
+    def cost(tau: float) -> float:
+        return sum(min(g, tau) + (cold_start_s if g > tau else 0.0) for g, _ in gaps)
+
+    def misses(tau: float) -> float:
+        return sum(w for g, w in gaps if g > tau)
+
+    best: tuple[float, float | None] = (cost(math.inf), None)
+    for tau in [min_idle_s, *lengths]:
+        if not any(g > tau for g, _ in gaps) or misses(tau) > allowed:
+            continue
+        c = cost(tau)
+        if c < best[0] - 1e-9:
+            best = (c, tau)
+    return best[1]
+
+
+class SloTargetPolicy:
+    name: ClassVar[str] = "slo_target"
+    Params: ClassVar[type[BaseModel]] = SloTargetParams
+
+    def __init__(self, params: BaseModel) -> None:
+        assert isinstance(params, SloTargetParams)
+        self.params = params
+
+    # -- learning ---------------------------------------------------------------------------------
+
+    def _learn(self, view: EndpointView, now: float) -> dict[str, Any]:
+        mem = dict(view.memory)
+        w = view.window
+        latest = w.latest if w is not None else None
+        if latest is None or latest.at > now or latest.at <= float(mem.get("seen_at", -1.0)):
+            return mem
+        mem["seen_at"] = latest.at
+        if view.capacity_per_replica is None and self.params.learn_capacity:
+            mem = learn(
+                mem,
+                at=latest.at,
+                pending=latest.pending,
+                ready=view.ready,
+                latency_count=latest.latency_count,
+                latency_sum=latest.latency_sum,
+                prior=self.params.capacity_prior,
+            )
+        mem = learn_cold_start(mem, at=latest.at, current=view.current, ready=view.ready)
+        return self._track_idle(mem, view, latest.at)
+
+    def _track_idle(self, mem: dict[str, Any], view: EndpointView, at: float) -> dict[str, Any]:
+        """Idle spells (nothing pending, nothing served) and the requests just after each."""
+        w = view.window
+        assert w is not None
+        pending = w.latest.pending if w.latest is not None else None
+        total = w.latest.total_requests if w.latest is not None else 0.0
+        prev_total = mem.get("served")
+        served = 0.0 if prev_total is None else max(0.0, total - float(prev_total))
+        mem["served"] = total
+        mem["busy_requests"] = float(mem.get("busy_requests", 0.0)) + served
+        idle = (pending or 0.0) <= 0 and served <= 0
+        since = mem.get("idle_since")
+        if idle and since is None:
+            mem["idle_since"] = at
+        elif not idle and since is not None:
+            mem["idle_since"] = None
+            mem["wake"] = [at, at - float(since), served]  # counted on for one cold start
+        wake = mem.get("wake")
+        if wake is not None and not idle and at != wake[0]:
+            wake = mem["wake"] = [wake[0], wake[1], float(wake[2]) + served]
+        cold = self._cold_start(view, mem)
+        if wake is not None and at - float(wake[0]) >= cold:
+            # [gap length, requests within a cold start of its wake, requests since the last gap]
+            entry = [float(wake[1]), float(wake[2]), float(mem.get("busy_requests", 0.0))]
+            mem["gaps"] = [*mem.get("gaps", []), entry][-self.params.gap_history :]
+            mem["busy_requests"] = 0.0
+            mem["wake"] = None
+        return mem
+
+    def _cold_start(self, view: EndpointView, mem: dict[str, Any]) -> float:
+        if view.cold_start_s is not None:
+            return view.cold_start_s
+        return float(mem.get("cold_start_s") or COLD_START_PRIOR_S)
+
+    # -- proposing --------------------------------------------------------------------------------
+
+    def propose(self, view: EndpointView, now: float) -> Proposal:
+        p = self.params
+        mem = self._learn(view, now)
+        w = view.window
+        load = w.mean("pending", span_s=p.window_s, now=now) if w is not None else None
+        if load is None:
+            return Proposal(
+                policy=self.name,
+                kind=ProposalKind.DEMAND,
+                reason="no_data",
+                message=f"no pending-requests sample in the last {p.window_s:g}s",
+                valid=False,
+                memory=mem,
+            )
+        if view.capacity_per_replica is not None:
+            cap, cap_src = view.capacity_per_replica, "configured"
+        else:
+            cap, cap_src = capacity_of(mem, prior=p.capacity_prior)
+        budget = (1.0 - view.slo_attainment) * p.safety
+        service = mem.get("service_s")
+        ratio = view.slo_queue_delay_s / float(service) if service else 0.0
+
+        def size(a: float) -> int:
+            return replicas_for_slo(
+                a, capacity=cap, miss_budget=budget, delay_over_service=ratio, ceiling=view.ceiling
+            )
+
+        stable = size(max(0.0, load))
+        svc = f", service {float(service):.2f}s" if service else ""
+        why = (
+            f"load {load:.2f} in flight over {p.window_s:g}s, capacity {cap:g}/replica "
+            f"({cap_src}){svc}: P(wait > {view.slo_queue_delay_s:g}s) <= {budget:.3g} needs "
+            f"{stable}"
+        )
+        short = w.mean("pending", span_s=p.panic_window_s, now=now) if w is not None else None
+        burst = size(short) if short is not None else 0
+        panic_last = mem.get("panic_last")
+        if burst >= p.panic_threshold * max(view.ready, 1) and burst > stable:
+            mem["panic_last"] = panic_last = now
+            mem["panic_max"] = max(int(mem.get("panic_max", 0)), burst)
+        elif panic_last is not None and now - float(panic_last) >= p.window_s:
+            mem["panic_last"] = panic_last = None
+            mem["panic_max"] = 0
+        if panic_last is not None:
+            desired = max(stable, burst, int(mem.get("panic_max", 0)), view.current)
+            return Proposal(
+                policy=self.name,
+                kind=ProposalKind.DEMAND,
+                reason="panic",
+                message=f"panic: {short:.2f} in flight over {p.panic_window_s:g}s wants {burst}; "
+                f"no scale-down while panicking ({why}) -> {desired}",
+                replicas=desired,
+                memory=mem,
+            )
+        if stable == 0 and view.floor == 0:
+            zero = self._idle_to_zero(view, mem, now)
+            if zero is not None:
+                return Proposal(
+                    policy=self.name,
+                    kind=ProposalKind.DEMAND,
+                    reason="idle_to_zero",
+                    message=zero,
+                    replicas=0,
+                    memory=mem,
+                )
+        return Proposal(
+            policy=self.name,
+            kind=ProposalKind.DEMAND,
+            reason="slo_target",
+            message=why,
+            replicas=max(stable, 1),
+            memory=mem,
+        )
+
+    def _idle_to_zero(self, view: EndpointView, mem: dict[str, Any], now: float) -> str | None:
+        """A message when the endpoint has been idle past the break-even timeout, else None."""
+        since = mem.get("idle_since")
+        if since is None:
+            return None
+        idle = now - float(since)
+        cold = self._cold_start(view, mem)
+        history = mem.get("gaps", [])
+        gaps = [[float(g[0]), float(g[1])] for g in history]
+        requests = sum(float(g[2]) for g in history) + float(mem.get("busy_requests", 0.0))
+        budget = (1.0 - view.slo_attainment) * self.params.safety
+        tau = idle_timeout(
+            gaps,
+            cold_start_s=cold,
+            miss_budget=budget,
+            requests=requests,
+            min_idle_s=self.params.min_idle_s,
+        )
+        if tau is None or idle < tau:
+            return None
+        return (
+            f"idle for {idle:.0f}s >= break-even {tau:.0f}s over {len(gaps)} observed gap(s) "
+            f"(cold start {cold:.0f}s; wake misses within {budget:.3g} of "
+            f"{requests:.0f} requests) -> 0"
+        )
