@@ -111,7 +111,8 @@ def replicas_for_slo(
 _SATURATED_QUEUE = 1.0  # queued requests per replica that mark the replicas as full
 _SATURATED_LATENCY = 1.5  # ... together with latency this many times the service time
 _SERVICE_ALPHA = 0.2  # EWMA weight of a new unsaturated latency reading
-_CAPACITY_ALPHA = 0.5  # EWMA weight of a new saturated capacity reading
+_CAPACITY_ALPHA = 0.2  # EWMA weight of a new saturated capacity reading
+_SERVICE_READINGS = 4  # unsaturated readings before the service time is trusted
 
 
 def learn(
@@ -126,7 +127,8 @@ def learn(
 ) -> dict[str, Any]:
     """Fold one sample into the capacity memory; returns the new memory (the input is kept).
 
-    Memory keys: `lat` ([at, count, sum] of the previous sample), `service_s` (mean service time),
+    Memory keys: `lat` ([at, count, sum, ready] of the previous sample), `service_s` (mean
+    service time) and `service_n` (its readings; nothing is concluded before a few),
     `capacity` (learnt from saturation), `capacity_lo` (most seen in service per replica without a
     queue). A counter that went down (an engine restart) restarts the deltas.
     """
@@ -134,10 +136,12 @@ def learn(
     prev = mem.get("lat")
     if latency_count is None or latency_sum is None:
         return mem
-    mem["lat"] = [at, latency_count, latency_sum]
-    if not prev or ready < 1 or pending is None:
+    mem["lat"] = [at, latency_count, latency_sum, ready]
+    # A reading needs the same ready replicas at both ends: a replica that just became ready has
+    # served little of the interval, and per-replica rates would read low.
+    if not prev or len(prev) < 4 or int(prev[3]) != ready or ready < 1 or pending is None:
         return mem
-    p_at, p_count, p_sum = (float(x) for x in prev)
+    p_at, p_count, p_sum = (float(x) for x in prev[:3])
     d_count, d_sum, dt = latency_count - p_count, latency_sum - p_sum, at - p_at
     if d_count <= 0 or d_sum < 0 or dt <= 0:
         return mem
@@ -146,6 +150,7 @@ def learn(
     service = mem.get("service_s")
     cap_now = float(mem.get("capacity") or max(prior, mem.get("capacity_lo") or 0.0))
     per_replica = pending / ready
+    readings = int(mem.get("service_n", 0))
     if service is None or (per_replica < cap_now and latency < _SATURATED_LATENCY * service):
         service = (
             latency
@@ -153,8 +158,11 @@ def learn(
             else (1 - _SERVICE_ALPHA) * service + (_SERVICE_ALPHA * latency)
         )
         mem["service_s"] = service
+        mem["service_n"] = readings = readings + 1
     in_service = rate * service / ready
     queued = per_replica - in_service
+    if readings < _SERVICE_READINGS:
+        return mem  # the service time is not settled yet: nothing to conclude from it
     if queued >= _SATURATED_QUEUE and latency >= _SATURATED_LATENCY * service:
         seen = mem.get("capacity")
         mem["capacity"] = (

@@ -70,6 +70,14 @@ class SloTargetParams(BaseModel):
         "24 GB GPU; corrected online once the replicas are seen full.",
     )
     learn_capacity: bool = Field(True, description="Learn capacity from the feed when not given.")
+    trend: bool = Field(
+        True,
+        description="Size for the load one cold start ahead when it is rising (its least-squares "
+        "trend over trend_s), so replicas started now are ready when the load arrives.",
+    )
+    trend_s: float = Field(
+        300.0, gt=0, le=3600, description="Span of recent window means the trend is fitted on."
+    )
     gap_history: int = Field(
         64, ge=1, le=10_000, description="Idle gaps remembered for the scale-to-zero break-even."
     )
@@ -214,10 +222,13 @@ class SloTargetPolicy:
                 a, capacity=cap, miss_budget=budget, delay_over_service=ratio, ceiling=view.ceiling
             )
 
-        stable = size(max(0.0, load))
+        lead = self._cold_start(view, mem) if p.trend else 0.0
+        ahead = self._ahead(mem, now, load, lead)
+        stable = size(max(0.0, load, ahead))
         svc = f", service {float(service):.2f}s" if service else ""
+        trend = f", {ahead:.2f} one cold start ahead on its trend" if ahead > load else ""
         why = (
-            f"load {load:.2f} in flight over {p.window_s:g}s, capacity {cap:g}/replica "
+            f"load {load:.2f} in flight over {p.window_s:g}s{trend}, capacity {cap:g}/replica "
             f"({cap_src}){svc}: P(wait > {view.slo_queue_delay_s:g}s) <= {budget:.3g} needs "
             f"{stable}"
         )
@@ -260,6 +271,24 @@ class SloTargetPolicy:
             replicas=max(stable, 1),
             memory=mem,
         )
+
+    def _ahead(self, mem: dict[str, Any], now: float, load: float, lead_s: float) -> float:
+        """The load one cold start ahead on its rising trend (least squares over `trend_s` of
+        the window means); the load itself when not rising or with too little history."""
+        p = self.params
+        hist = [[float(t), float(v)] for t, v in mem.get("loads", []) if now - float(t) < p.trend_s]
+        hist.append([now, load])
+        mem["loads"] = hist
+        if lead_s <= 0 or len(hist) < 4 or hist[-1][0] - hist[0][0] < p.trend_s / 2:
+            return load
+        n = len(hist)
+        mt = sum(t for t, _ in hist) / n
+        mv = sum(v for _, v in hist) / n
+        var = sum((t - mt) ** 2 for t, _ in hist)
+        if var <= 0:
+            return load
+        slope = sum((t - mt) * (v - mv) for t, v in hist) / var
+        return load + max(0.0, slope) * lead_s
 
     def _idle_to_zero(self, view: EndpointView, mem: dict[str, Any], now: float) -> str | None:
         """A message when the endpoint has been idle past the break-even timeout, else None."""

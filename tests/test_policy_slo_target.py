@@ -154,7 +154,7 @@ def test_learner_ignores_missing_and_reset_counters():
     mem = learn({}, at=T0, pending=3, ready=1, latency_count=10, latency_sum=50, prior=8)
     mem = learn(mem, at=T0 + 15, pending=3, ready=1, latency_count=2, latency_sum=9, prior=8)
     assert "service_s" not in mem  # a restart is not a reading
-    assert mem["lat"] == [T0 + 15, 2, 9]
+    assert mem["lat"] == [T0 + 15, 2, 9, 1]
 
 
 def test_cold_start_learner_times_starts_only():
@@ -298,12 +298,15 @@ def test_default_meets_slo_on_a_small_load_through_the_emulator():
 
     rng = random.Random(7)
     t, offsets = 0.0, []
-    while t < 1200:
-        t += rng.expovariate(3.0)
+    while t < 1800:  # a 10-minute ramp from 0.3 to 3 requests/s, then 20 minutes steady
+        t += rng.expovariate(0.3 + 2.7 * min(1.0, t / 600))
         offsets.append(t)
     trace = RequestTrace("e2e-poisson", tuple(offsets))
     new = PolicySpec("default", "governor", governor={"defaults": {"policies": {"slo_target": {}}}})
-    old = PolicySpec("target-2", "governor")  # the former default: pending_requests at 2
+    # the former default: pending_requests at 2 per replica
+    old = PolicySpec(
+        "target-2", "governor", governor={"defaults": {"policies": {"pending_requests": {}}}}
+    )
     cfg = SimConfig(policies=[new, old], tick_interval_s=15.0)
     [report] = asyncio.run(simulate([trace], cfg, progress=None))
     by = {r.policy: r for r in report.runs}
