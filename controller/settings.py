@@ -199,6 +199,13 @@ class ServerSettings(_Strict):
 
 class StateSettings(_Strict):
     path: Path = Field(Path("governor-state.sqlite"), description="SQLite file for durable state.")
+    demand_retention_days: float = Field(
+        14.0,
+        ge=0,
+        le=366,
+        description="Days of per-minute demand kept for the autopilot, tune and export-trace "
+        "(0: not recorded).",
+    )
 
 
 class ElectionSettings(_Strict):
@@ -258,6 +265,31 @@ class ElectionSettings(_Strict):
                 f"({self.renew_deadline_s:g})"
             )
         return self
+
+
+class AutopilotSettings(_Strict):
+    """Tuning each endpoint on its own recorded demand (docs/autopilot.md). Off unless enabled."""
+
+    enabled: bool = Field(False, description="Replay recorded demand and adopt what met the SLO.")
+    interval_s: float = Field(
+        86_400.0, ge=600, le=30 * 86_400, description="How often each endpoint is tuned."
+    )
+    history_days: float = Field(
+        7.0, gt=0, le=366, description="Recorded demand replayed (within state retention)."
+    )
+    max_step: int = Field(
+        1, ge=1, le=3, description="Most grid steps one adoption moves a knob (bounded change)."
+    )
+    min_busy_minutes: int = Field(
+        60, ge=1, le=100_000, description="Minutes with requests needed before tuning."
+    )
+    revert_after_s: float = Field(
+        3600.0,
+        ge=60,
+        le=7 * 86_400,
+        description="Recorded time after an adoption at which live attainment is checked; below "
+        "the SLO, the previous value is restored.",
+    )
 
 
 class LogSettings(_Strict):
@@ -430,6 +462,7 @@ class Settings(BaseSettings):
     scrape: ScrapeSettings = Field(default_factory=ScrapeSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    autopilot: AutopilotSettings = Field(default_factory=AutopilotSettings)
     election: ElectionSettings = Field(default_factory=ElectionSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     defaults: DefaultsSettings = Field(default_factory=DefaultsSettings)

@@ -1,4 +1,5 @@
-"""`governor` command line: run, plan, cost, demo, emulator, check-config, simulate.
+"""`governor` command line: run, plan, cost, demo, emulator, check-config, simulate, tune,
+export-trace.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
 """
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     from controller.cli.simulate import add_simulate_parser
 
     add_simulate_parser(sub)
+    from controller.cli.export_trace import add_export_trace_parser
+    from controller.cli.tune import add_tune_parser
+
+    add_export_trace_parser(sub)
+    add_tune_parser(sub)
     return p
 
 
@@ -117,6 +123,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = dry_run_copy(settings)
         secret = settings.token.get_secret_value() if settings.token else None
         configure_logging(fmt=settings.log.format, level=settings.log.level, secret=secret)
+        if args.cmd in ("export-trace", "tune"):
+            # The replays run Governor's loop: only warnings, or every replayed decision prints.
+            secret = settings.token.get_secret_value() if settings.token else None
+            configure_logging(fmt="console", level="warning", secret=secret)
+        if args.cmd == "export-trace":
+            import time
+
+            from controller.cli.export_trace import export_trace
+
+            return export_trace(settings, args, now=time.time(), out=sys.stdout)
+        if args.cmd == "tune":
+            from controller.cli.tune import run_tune
+
+            return run_tune(settings, args, out=sys.stdout)
         if args.cmd == "plan":
             from controller.cli.plan import run_plan
 

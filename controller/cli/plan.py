@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, TextIO
 
 from controller.cli.common import dry_run_copy, require_token
 from controller.clock import WallClock
+from controller.daemon.autopilot import override_for
 from controller.daemon.loop import Governor, TickReport
 from controller.platform.client import make_client
 from controller.settings import Settings
@@ -51,12 +55,45 @@ def render_plan(report: TickReport, *, out: TextIO) -> None:
         out.write("no managed endpoints matched the `manage` selection\n")
 
 
+def _autopilot_state(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What the daemon's autopilot has in force and last said, per endpoint (read-only)."""
+    path = Path(settings.state.path)
+    if not settings.autopilot.enabled or not path.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT key, data FROM autopilot").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for key, data in rows:
+        try:
+            out[key] = json.loads(data)
+        except ValueError:
+            continue
+    return out
+
+
 async def run_plan(settings: Settings, *, out: TextIO) -> int:
     require_token(settings)
     plan_settings = dry_run_copy(settings)
+    auto = _autopilot_state(settings)
     async with make_client(plan_settings) as client:
         gov = Governor(plan_settings, clock=WallClock(), client=client, store=None)
+        for key, st in auto.items():
+            if st.get("safety") is not None:
+                gov.overrides[key] = override_for(float(st["safety"]))
         report = await gov.tick()
     render_plan(report, out=out)
+    shown = [
+        (e.decision.key, auto[e.decision.key]) for e in report.entries if e.decision.key in auto
+    ]
+    if shown:
+        out.write("\nautopilot (in force in the decisions above):\n")
+        for key, st in shown:
+            out.write(f"  {key}: {st.get('last') or 'no decision yet'}\n")
     # Exit 1 when the account could not be seen: a script must not read "nothing to do".
     return 1 if report.blind else 0

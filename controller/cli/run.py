@@ -72,6 +72,14 @@ async def _run_locked(settings: Settings, *, once: bool) -> int:
                 cost=cost,
                 leading=elector.is_leader if elector is not None else None,
             )
+            if settings.autopilot.enabled:
+                from controller.backtest.autopilot import plan_endpoint
+                from controller.daemon.autopilot import AutopilotRunner
+
+                gov.autopilot = AutopilotRunner(
+                    settings.autopilot, store=store, planner=plan_endpoint
+                )
+                gov.overrides.update(gov.autopilot.overrides())
             if once:
                 report = await gov.tick()
                 render_plan(report, out=sys.stdout)

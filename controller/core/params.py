@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["SLO", "EndpointSettings"]
+__all__ = ["SLO", "EndpointSettings", "apply_override"]
 
 
 class _Strict(BaseModel):
@@ -87,3 +87,20 @@ class EndpointSettings(_Strict):
         if self.floor > self.ceiling:
             raise ValueError(f"floor ({self.floor}) must be <= ceiling ({self.ceiling})")
         return self
+
+
+def apply_override(es: EndpointSettings, override: dict[str, Any]) -> EndpointSettings:
+    """`es` with a partial settings dict merged over it; policy parameters merge key by key (as
+    config rules do). Raises pydantic's ValidationError for a bad override."""
+    data = es.model_dump()
+    for k, v in override.items():
+        if k == "policies" and isinstance(v, dict):
+            pols = dict(data["policies"])
+            for name, params in v.items():
+                pols[name] = {**pols.get(name, {}), **(params or {})}
+            data["policies"] = pols
+        elif k == "slo" and isinstance(v, dict):
+            data["slo"] = {**data["slo"], **v}
+        else:
+            data[k] = v
+    return EndpointSettings.model_validate(data)

@@ -271,6 +271,13 @@ class Metrics:
             ["policy", "action", "reason"],
             registry=r,
         )
+        self.autopilot_decisions = Counter(
+            "governor_autopilot_decisions",
+            "Autopilot decisions by action: adopt (a candidate met the SLO on the replayed "
+            "history for less), keep, revert (live attainment fell below the SLO).",
+            ["action"],
+            registry=r,
+        )
         self.actions = Counter(
             "governor_actions",
             "Actions attempted by action, result and error class.",

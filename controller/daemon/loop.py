@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from controller.clock import Clock
 from controller.core import Action, Decision, EndpointMemory, decide, defer
-from controller.core.params import EndpointSettings
+from controller.core.params import EndpointSettings, apply_override
 from controller.cost.ledger import CostTracker
 from controller.cost.pricing import PriceBook
 from controller.daemon.actuator import ActionResult, Actuator, Outcome, describe
 from controller.daemon.context import EndpointContext, build_contexts
 from controller.daemon.exporter import EndpointGauges, Health, Metrics
 from controller.daemon.sdnotify import Notifier
-from controller.daemon.store import StateStore
+from controller.daemon.store import DemandRecorder, StateStore
 from controller.daemon.trust import implausible
 from controller.errors import ApiError, AuthError, FeedError
 from controller.platform.client import EndpointsClient
@@ -36,6 +37,9 @@ from controller.platform.windows import WindowStore
 from controller.settings import Settings
 from policies.base import Policy
 from policies.registry import build_policy
+
+if TYPE_CHECKING:
+    from controller.daemon.autopilot import AutopilotRunner
 
 __all__ = ["Governor", "TickEntry", "TickObserver", "TickReport"]
 
@@ -117,6 +121,15 @@ class Governor:
         self.windows = WindowStore(retention_s=settings.scrape.retention_s)
         self.actuator = Actuator(client, dry_run=settings.loop.dry_run)
         self.memory: dict[str, EndpointMemory] = store.load_memory() if store else {}
+        # Per-minute demand for the autopilot, `governor tune` and `export-trace` (with a store).
+        retention_days = settings.state.demand_retention_days
+        self.demand = DemandRecorder() if store is not None and retention_days > 0 else None
+        self._demand_pruned_at: float | None = None
+        # Per-endpoint settings overrides (`ns/name` -> a partial EndpointSettings dict), merged
+        # over the config's: how the autopilot's adoptions reach the decisions.
+        self.overrides: dict[str, dict[str, Any]] = {}
+        # Set by the command line when `autopilot.enabled` (it needs the backtest's replay).
+        self.autopilot: AutopilotRunner | None = None
         self.health = Health(
             tick_interval_s=settings.loop.tick_interval_s,
             unready_after=settings.loop.unready_after_failed_ticks,
@@ -244,6 +257,12 @@ class Governor:
             )
             if self.store is not None:
                 self.store.save_memory(self.memory, now=now)
+                self._record_demand(now)
+            if self.autopilot is not None:
+                try:
+                    self.autopilot.step(self, managed, decided_at)
+                except Exception:
+                    log.exception("autopilot_failed")
         except Exception:
             self.metrics.ticks.labels("error").inc()
             self.metrics.tick_errors.labels("internal").inc()
@@ -280,11 +299,14 @@ class Governor:
     async def _scrape(self, live: Sequence[Endpoint], report: TickReport, deadline: float) -> None:
         """Fetch the live endpoints' feeds, but only for what is left of the tick's budget."""
         done: set[str] = set()
+        ready = {ep.key: ep.status.ready_replica for ep in live}
 
         def collect(key: str, res: FeedSample | FeedError) -> None:
             done.add(key)
             if isinstance(res, FeedSample):
                 self.windows.add(key, res)
+                if self.demand is not None:
+                    self.demand.add(key, res, ready=ready.get(key, 0))
             else:
                 report.feed_errors[key] = f"{res.reason}: {res}"
                 self.metrics.scrape_errors.labels(res.reason).inc()
@@ -315,7 +337,7 @@ class Governor:
         ess: dict[str, EndpointSettings] = {}
         for ep in list(managed):
             try:
-                ess[ep.key] = s.endpoint_settings(ep.namespace or "", ep.name, ep.tags)
+                ess[ep.key] = self.endpoint_settings(ep)
             except ValueError as exc:  # check-config rules this out; never let it stop a tick
                 log.error("endpoint_settings_invalid", endpoint=ep.key, error=str(exc))
         managed = [ep for ep in managed if ep.key in ess]
@@ -424,6 +446,25 @@ class Governor:
     def _persist(self, key: str, mem: EndpointMemory, now: float) -> None:
         if self.store is not None and not self.actuator.dry_run:
             self.store.save_one(key, mem, now=now)
+
+    def _record_demand(self, now: float) -> None:
+        """This tick's demand minutes to the store; prune past the retention once an hour."""
+        if self.demand is None or self.store is None:
+            return
+        try:
+            self.store.record_demand(self.demand.drain())
+            if self._demand_pruned_at is None or now - self._demand_pruned_at >= 3600:
+                keep_s = self.settings.state.demand_retention_days * 86400
+                self.store.prune_demand(before=now - keep_s)
+                self._demand_pruned_at = now
+        except sqlite3.Error as exc:
+            log.warning("demand_record_failed", error=str(exc))
+
+    def endpoint_settings(self, ep: Endpoint) -> EndpointSettings:
+        """The config's settings for `ep`, with the autopilot's override for it merged over."""
+        es = self.settings.endpoint_settings(ep.namespace or "", ep.name, ep.tags)
+        over = self.overrides.get(ep.key)
+        return es if not over else apply_override(es, over)
 
     def _take_token(self, now: float) -> bool:
         """Global token bucket: `max_actions_per_min` actions, refilled continuously."""

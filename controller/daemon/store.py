@@ -3,13 +3,23 @@
 Holds each endpoint's decision memory (stabilisation history, policy memory). Written once per
 tick in one transaction; a row that cannot be read back is dropped with a warning, which makes the
 endpoint start conservatively (no scale-down until a full window has been observed again).
+
+It also records each managed endpoint's demand, one row per endpoint and minute (`demand`):
+requests served (the feed's request counter increase), latency sum and count (the latency
+summary's increase), pending requests (sum and peak over the minute's samples), ready replicas
+(summed per sample) and the number of samples. `DemandRecorder` folds samples into open minutes;
+each tick's rows are added to the stored ones (a minute spread over ticks adds up). Rows older
+than `state.demand_retention_days` are pruned. `governor export-trace` turns them into a trace and
+`governor tune` / the autopilot replay them through the simulator.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -17,8 +27,9 @@ import structlog
 from controller.core import EndpointMemory
 from controller.errors import ConfigError
 from controller.files import private_file
+from controller.platform.signals import FeedSample
 
-__all__ = ["StateStore"]
+__all__ = ["DemandMinute", "DemandRecorder", "StateStore"]
 
 log = structlog.get_logger("governor.store")
 
@@ -29,7 +40,23 @@ CREATE TABLE IF NOT EXISTS endpoint_memory (
     data TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS demand (
+    key TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    requests REAL NOT NULL,
+    latency_sum REAL NOT NULL,
+    latency_count REAL NOT NULL,
+    pending_sum REAL NOT NULL,
+    pending_max REAL NOT NULL,
+    ready_sum REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    PRIMARY KEY (key, minute)
+) WITHOUT ROWID;
 """
+_SCHEMA += """
+CREATE TABLE IF NOT EXISTS autopilot (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+"""
+# The demand and autopilot tables are additive (created when missing): schema 1 files keep working.
 SCHEMA_VERSION = "1"
 
 
@@ -93,6 +120,60 @@ class StateStore:
                 rows,
             )
 
+    # -- demand ---------------------------------------------------------------------------------
+
+    def record_demand(self, rows: Iterable[DemandMinute]) -> None:
+        """Add the rows to the stored minutes (sums add, the pending peak is the larger)."""
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO demand VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(key, minute) DO UPDATE SET "
+                "requests = requests + excluded.requests, "
+                "latency_sum = latency_sum + excluded.latency_sum, "
+                "latency_count = latency_count + excluded.latency_count, "
+                "pending_sum = pending_sum + excluded.pending_sum, "
+                "pending_max = max(pending_max, excluded.pending_max), "
+                "ready_sum = ready_sum + excluded.ready_sum, "
+                "samples = samples + excluded.samples",
+                (r.row() for r in rows),
+            )
+
+    def prune_demand(self, *, before: float) -> int:
+        """Drop minutes that start before `before` (epoch seconds); returns how many."""
+        with self._tx():
+            cur = self._db.execute(
+                "DELETE FROM demand WHERE minute < ?", (math.floor(before / 60),)
+            )
+        return cur.rowcount
+
+    def demand(
+        self, key: str, *, since: float | None = None, until: float | None = None
+    ) -> list[DemandMinute]:
+        """The recorded minutes of one endpoint (`ns/name`) in [since, until), oldest first."""
+        lo = -(2**62) if since is None else math.floor(since / 60)
+        hi = 2**62 if until is None else math.ceil(until / 60)
+        cur = self._db.execute(
+            "SELECT * FROM demand WHERE key = ? AND minute >= ? AND minute < ? ORDER BY minute",
+            (key, lo, hi),
+        )
+        return [DemandMinute(*row) for row in cur]
+
+    def load_autopilot(self) -> dict[str, str]:
+        """The autopilot's per-endpoint state (JSON text; `controller.daemon.autopilot`)."""
+        return dict(self._db.execute("SELECT key, data FROM autopilot"))
+
+    def save_autopilot(self, key: str, data: str) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO autopilot (key, data) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET data=excluded.data",
+                (key, data),
+            )
+
+    def demand_keys(self) -> list[str]:
+        """Endpoints with recorded demand."""
+        return [k for (k,) in self._db.execute("SELECT DISTINCT key FROM demand ORDER BY key")]
+
     def _tx(self) -> _Tx:
         return _Tx(self._db)
 
@@ -109,3 +190,106 @@ class _Tx:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+@dataclass(slots=True)
+class DemandMinute:
+    """One endpoint's demand over one minute (`minute` = epoch seconds // 60)."""
+
+    key: str
+    minute: int
+    requests: float = 0.0
+    latency_sum: float = 0.0
+    latency_count: float = 0.0
+    pending_sum: float = 0.0
+    pending_max: float = 0.0
+    ready_sum: float = 0.0
+    samples: int = 0
+
+    @property
+    def start(self) -> float:
+        return self.minute * 60.0
+
+    @property
+    def mean_latency_s(self) -> float | None:
+        return self.latency_sum / self.latency_count if self.latency_count > 0 else None
+
+    @property
+    def mean_pending(self) -> float | None:
+        return self.pending_sum / self.samples if self.samples else None
+
+    @property
+    def mean_ready(self) -> float | None:
+        return self.ready_sum / self.samples if self.samples else None
+
+    def row(self) -> tuple[str, int, float, float, float, float, float, float, int]:
+        return (
+            self.key,
+            self.minute,
+            self.requests,
+            self.latency_sum,
+            self.latency_count,
+            self.pending_sum,
+            self.pending_max,
+            self.ready_sum,
+            self.samples,
+        )
+
+
+class DemandRecorder:
+    """Folds feed samples into per-minute demand; `drain()` hands the open minutes to the store.
+
+    Requests are counted per counter series (replica and status class), as the metric windows
+    do: a series that went down restarted (its new value is all increase), a series first seen
+    after the endpoint's first sample (a new replica) counts from 0, and a replica that goes
+    away takes nothing back. The latency summary is one series. The first sample of an endpoint
+    only sets the baseline.
+    """
+
+    def __init__(self) -> None:
+        self._prev: dict[str, tuple[dict[tuple[str, str], float], float, float]] = {}
+        self._open: dict[tuple[str, int], DemandMinute] = {}
+
+    def add(self, key: str, sample: FeedSample, *, ready: int) -> None:
+        series = dict(_series(sample))
+        lat_n, lat_sum = sample.latency_count or 0.0, sample.latency_sum or 0.0
+        prev = self._prev.get(key)
+        self._prev[key] = (series, lat_n, lat_sum)
+        minute = math.floor(sample.at / 60)
+        m = self._open.get((key, minute))
+        if m is None:
+            m = self._open[(key, minute)] = DemandMinute(key, minute)
+        if prev is not None:
+            p_series, p_n, p_sum = prev
+            for k, v in series.items():
+                was = p_series.get(k, 0.0)
+                m.requests += v if v < was else v - was
+            if lat_n < p_n:  # the summary restarted
+                m.latency_count += lat_n
+                m.latency_sum += lat_sum
+            else:
+                m.latency_count += lat_n - p_n
+                m.latency_sum += max(0.0, lat_sum - p_sum)
+        pending = sample.pending if sample.pending is not None else 0.0
+        m.pending_sum += pending
+        m.pending_max = max(m.pending_max, pending)
+        m.ready_sum += ready
+        m.samples += 1
+
+    def forget_except(self, keys: set[str]) -> None:
+        for k in set(self._prev) - keys:
+            del self._prev[k]
+
+    def drain(self) -> list[DemandMinute]:
+        rows = list(self._open.values())
+        self._open.clear()
+        return rows
+
+
+def _series(sample: FeedSample) -> Mapping[tuple[str, str], float]:
+    """The request counters per (replica, class); hand-built samples may carry coarser maps."""
+    if sample.request_series:
+        return sample.request_series
+    if sample.requests:
+        return {("", cls): v for cls, v in sample.requests.items()}
+    return {(r, "other"): v for r, v in sample.requests_by_replica.items()}
