@@ -113,6 +113,7 @@ _SATURATED_LATENCY = 1.5  # ... together with latency this many times the servic
 _SERVICE_ALPHA = 0.2  # EWMA weight of a new unsaturated latency reading
 _CAPACITY_ALPHA = 0.2  # EWMA weight of a new saturated capacity reading
 _SERVICE_READINGS = 4  # unsaturated readings before the service time is trusted
+_MIN_COMPLETIONS = 5  # completions per ready replica an interval needs to be read
 
 
 def learn(
@@ -163,12 +164,18 @@ def learn(
     queued = per_replica - in_service
     if readings < _SERVICE_READINGS:
         return mem  # the service time is not settled yet: nothing to conclude from it
-    if queued >= _SATURATED_QUEUE and latency >= _SATURATED_LATENCY * service:
+    if d_count < _MIN_COMPLETIONS * ready:
+        return mem  # too few completions for a per-replica rate: one long request skews it
+    if (
+        queued >= max(_SATURATED_QUEUE, 0.25 * per_replica)
+        and latency >= _SATURATED_LATENCY * service
+    ):
         seen = mem.get("capacity")
+        reading = in_service
         mem["capacity"] = (
-            in_service
+            reading
             if seen is None
-            else (1 - _CAPACITY_ALPHA) * float(seen) + _CAPACITY_ALPHA * in_service
+            else (1 - _CAPACITY_ALPHA) * float(seen) + _CAPACITY_ALPHA * reading
         )
     elif in_service > float(mem.get("capacity_lo") or 0.0):
         mem["capacity_lo"] = in_service
@@ -176,14 +183,12 @@ def learn(
 
 
 def capacity_of(memory: Mapping[str, Any], *, prior: float) -> tuple[float, str]:
-    """The capacity to plan with and where it came from: learnt saturation, else the prior raised
-    to what was seen served without a queue."""
+    """The capacity to plan with and where it came from: learnt at saturation, else the prior.
+    (`capacity_lo`, the most seen served without a queue, is kept for the record only: noise in a
+    single reading would raise it past the truth.)"""
     learnt = memory.get("capacity")
     if learnt is not None:
         return max(1.0, float(learnt)), "learnt at saturation"
-    lo = float(memory.get("capacity_lo") or 0.0)
-    if lo > prior:
-        return lo, "learnt lower bound"
     return prior, "prior"
 
 

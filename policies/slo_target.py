@@ -69,7 +69,11 @@ class SloTargetParams(BaseModel):
         description="Capacity assumed until learnt: continuous batching of a 7-8B model on a "
         "24 GB GPU; corrected online once the replicas are seen full.",
     )
-    learn_capacity: bool = Field(True, description="Learn capacity from the feed when not given.")
+    learn_capacity: bool = Field(
+        False,
+        description="Learn capacity from the feed when not given (opt-in: with request lengths "
+        "that vary tenfold, as LLM traffic's do, its readings are noisy; see docs/slo.md).",
+    )
     trend: bool = Field(
         True,
         description="Size for the load one cold start ahead when it is rising (its least-squares "

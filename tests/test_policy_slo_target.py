@@ -145,7 +145,8 @@ def test_learner_without_queue_only_raises_a_lower_bound():
     mem = _replay(32, 5.0, [2.0] * 5 + [30.0] * 10)
     cap, src = capacity_of(mem, prior=8)
     assert "capacity" not in mem
-    assert (cap, src) == (pytest.approx(15.0), "learnt lower bound")
+    assert mem["capacity_lo"] == pytest.approx(15.0)
+    assert (cap, src) == (8, "prior")
 
 
 def test_learner_ignores_missing_and_reset_counters():
