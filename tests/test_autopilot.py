@@ -393,3 +393,16 @@ def test_run_autopilot_learns_on_earlier_days_and_acts_on_the_next():
     assert "safety 0.25: $" in res.detail  # day 2's comparison is in the explanation
     assert "day 1: safety 0.5 (shipped default)" in res.detail
     assert res.requests == len(trace)
+
+
+def test_plan_reads_what_the_autopilot_has_in_force(tmp_path):
+    """`governor plan` puts the stored adoption in force and shows its explanation."""
+    from controller.cli.plan import _autopilot_state
+
+    store = StateStore(tmp_path / "state.sqlite")
+    store.save_autopilot("acme/chat", json.dumps({"safety": 1.0, "last": "autopilot adopt: x"}))
+    store.close()
+    on = load_settings(_config(tmp_path, autopilot={"enabled": True}), env={"HF_TOKEN": "t"})
+    assert _autopilot_state(on) == {"acme/chat": {"safety": 1.0, "last": "autopilot adopt: x"}}
+    off = load_settings(_config(tmp_path), env={"HF_TOKEN": "t"})
+    assert _autopilot_state(off) == {}
