@@ -287,4 +287,8 @@ def test_run_system_with_scale_up_timeout_holds_instead_of_503():
     assert held.requests == 2
     assert held.slo_attainment == 0.0  # both waited a cold start: served, but late
     assert held.wait_p50_ms >= 180_000
-    assert run_system_sync(SimConfig(), trace, PolicySpec("a", "autopilot")) is None
+    # the autopilot hook exists: the rolling protocol runs (day 1 on the untuned default)
+    auto = run_system_sync(SimConfig(), trace, PolicySpec("a", "autopilot"))
+    assert auto is not None
+    assert auto.kind == "autopilot"
+    assert auto.requests == 2
