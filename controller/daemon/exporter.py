@@ -40,6 +40,11 @@ class EndpointGauges:
     desired: int | None = None
     metrics_age_s: float | None = None
     stale: bool = False
+    # The signals the decision read (`EndpointWindow.readings`), the source of each derived one
+    # (signal -> source), and the feed preset; empty/None when the tick had no usable sample.
+    signals: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    preset: str | None = None
 
 
 @dataclass(slots=True)
@@ -118,6 +123,22 @@ class _EndpointCollector(Collector):
             "1 when the endpoint's metrics were unusable at the last tick (no action taken).",
             labels=["namespace", "endpoint"],
         )
+        signal = GaugeMetricFamily(
+            "governor_endpoint_signal",
+            "Each managed endpoint's load signals as Governor read them at the last tick "
+            "(utilisation in percent, rates per second, latency in seconds).",
+            labels=["namespace", "endpoint", "signal"],
+        )
+        source = GaugeMetricFamily(
+            "governor_endpoint_signal_source",
+            "1 for the source each signal was read from (e.g. in_flight: pending or littles_law).",
+            labels=["namespace", "endpoint", "signal", "source"],
+        )
+        preset = GaugeMetricFamily(
+            "governor_endpoint_preset_info",
+            "1 for the feed preset Governor reads the endpoint's feed with (none: the mapping).",
+            labels=["namespace", "endpoint", "preset"],
+        )
         for g in self.metrics.endpoints.values():
             lbl = [g.namespace, g.name]
             for kind, val in (("current", g.current), ("ready", g.ready), ("desired", g.desired)):
@@ -126,9 +147,17 @@ class _EndpointCollector(Collector):
             if g.metrics_age_s is not None:
                 age.add_metric(lbl, g.metrics_age_s)
             stale.add_metric(lbl, 1.0 if g.stale else 0.0)
+            for name, val in g.signals.items():
+                signal.add_metric([*lbl, name], val)
+            for name, src in g.sources.items():
+                source.add_metric([*lbl, name, src], 1.0)
+            preset.add_metric([*lbl, g.preset or "none"], 1.0)
         yield reps
         yield age
         yield stale
+        yield signal
+        yield source
+        yield preset
 
 
 class CostCollector(Collector):

@@ -396,6 +396,8 @@ class Governor:
             ).inc()
             self._log_decision(decision, outcome)
             latest = window.latest
+            stale = decision.reason.value in ("stale_metrics", "no_data")
+            signals, sources = window.readings(span_s=s.loop.tick_interval_s, now=now)
             gauges[key] = EndpointGauges(
                 namespace=ep.namespace or "",
                 name=ep.name,
@@ -403,7 +405,10 @@ class Governor:
                 ready=ep.status.ready_replica,
                 desired=decision.desired if decision.desired is not None else None,
                 metrics_age_s=(now - latest.at) if latest is not None else None,
-                stale=decision.reason.value in ("stale_metrics", "no_data"),
+                stale=stale,
+                signals={} if stale else signals,
+                sources={} if stale else sources,
+                preset=latest.preset if latest is not None else None,
             )
             entries.append(TickEntry(ep, decision, outcome))
         self.metrics.endpoints = gauges

@@ -93,6 +93,7 @@ class FeedSample:
     gpu_memory: Mapping[str, float] = field(default_factory=dict)
     replicas_seen: frozenset[str] = frozenset()
     request_series: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    preset: str | None = None  # the feed-name preset the sample was read with, when one was
 
     @property
     def mean_cpu(self) -> float | None:

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 
 from controller.platform.signals import STATUS_CLASSES, FeedSample, Signal
 
-__all__ = ["SIGNALS", "EndpointWindow", "WindowStore"]
+__all__ = ["READINGS", "SIGNALS", "EndpointWindow", "WindowStore"]
 
 SIGNALS: tuple[Signal, ...] = ("pending", "cpu", "gpu", "memory", "gpu_memory")
 _SIGNAL_INDEX = {s: i for i, s in enumerate(SIGNALS)}
@@ -41,6 +41,16 @@ _NAN = float("nan")
 _SERVED = len(SIGNALS)
 _COLUMNS = len(SIGNALS) + 1 + len(STATUS_CLASSES)
 _DEFAULTS = (_NAN,) * len(SIGNALS) + (0.0,) * (1 + len(STATUS_CLASSES))
+# What `readings` reports (Governor's own /metrics re-exports them): a fixed vocabulary, so the
+# exported label values stay bounded. `in_flight` is the load the demand policies size for.
+_QUANTILES = {0.5: "latency_p50_seconds", 0.9: "latency_p90_seconds", 0.99: "latency_p99_seconds"}
+READINGS: tuple[str, ...] = (
+    "in_flight",
+    "pending",
+    *SIGNALS[1:],
+    "request_rate",
+    *_QUANTILES.values(),
+)
 
 
 def _request_series(sample: FeedSample) -> Mapping[tuple[str, str], float]:
@@ -176,6 +186,57 @@ class EndpointWindow:
         """Largest per-sample value in the span (per-replica signals averaged per sample)."""
         values = self._values(signal, span_s, now)
         return max(values) if values else None
+
+    def _interval(self, span_s: float, now: float) -> tuple[int, int] | None:
+        """Point indices (base, newest) of the interval a rate over `span_s` is taken on.
+
+        `newest` is the last point at or before `now`; `base` the last one at or before
+        `newest - span_s`, else the oldest kept. Unlike `_bounds`, the span reaches back to the
+        sample before it, so a span of one tick interval still spans two samples. None with fewer
+        than two points.
+        """
+        at = self._at
+        hi = bisect_right(at, now) if now == now else 0
+        if hi < 2:
+            return None
+        newest = hi - 1
+        base = bisect_right(at, at[newest] - span_s, 0, newest) - 1
+        return max(base, 0), newest
+
+    def readings(self, *, span_s: float, now: float) -> tuple[dict[str, float], dict[str, str]]:
+        """The signals as read at `now` by name (`READINGS`), and the source of `in_flight`.
+
+        Levels come from the newest sample (utilisation averaged over replicas), rates from the
+        interval `_interval` picks over `span_s`; a signal the feed does not carry is left out.
+        """
+        latest = self._latest
+        out: dict[str, float] = {}
+        sources: dict[str, str] = {}
+        if latest is None or latest.at > now:
+            return out, sources
+        for signal in SIGNALS:
+            if (v := latest.value(signal)) is not None:
+                out[signal] = v
+        if "pending" in out:
+            out["in_flight"] = out["pending"]
+            sources["in_flight"] = "pending"
+        span = self._interval(span_s, now)
+        if span is not None:
+            base, newest = span
+            elapsed = self._at[newest] - self._at[base]
+            place = self._col[_SERVED]
+            if elapsed > 0:
+                data, stride = self._data, self._stride
+                served = (
+                    0.0
+                    if place < 0
+                    else (data[newest * stride + place] - data[base * stride + place])
+                )
+                out["request_rate"] = served / elapsed
+        for q, name in _QUANTILES.items():
+            if (v := latest.latency.get(q)) is not None:
+                out[name] = v
+        return out, sources
 
     def request_rate(
         self, *, span_s: float, now: float, status_class: str | None = None
