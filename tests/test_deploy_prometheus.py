@@ -1,7 +1,7 @@
 """deploy/prometheus and deploy/grafana with the real tools: `promtool check rules/config`,
 `promtool test rules` (a unit test for every alert), and a real Prometheus server on loopback that
-scrapes a running `governor run` (driving the emulator) and the emulated endpoints' feeds, through
-which every dashboard query and every alert expression is executed."""
+scrapes only a running `governor run` (driving the emulator; nothing scrapes the endpoints'
+feeds), through which every dashboard query and every alert expression is executed."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import re
 import signal
 import subprocess
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
 import pytest
 import yaml
 
-from tests.conftest import NS, TOKEN
+from tests.conftest import NS
 from tests.deploy_support import (
     DEPLOY,
     ROOT,
@@ -123,11 +122,9 @@ def test_promtool_unit_tests_cover_every_alert():
 def test_promtool_check_example_config(tmp_path):
     promtool = need("promtool")
     cfg = yaml.safe_load((PROM / "prometheus.yml").read_text())
-    token = tmp_path / "hf_token"
-    token.write_text("x")
-    for job in cfg["scrape_configs"]:
-        if "authorization" in job:
-            job["authorization"]["credentials_file"] = str(token)
+    assert not [j["job_name"] for j in cfg["scrape_configs"] if "authorization" in j], (
+        "no job needs the HF token: Governor re-exports the feeds' signals"
+    )
     cfg["rule_files"] = [str(PROM / "alerts.yml")]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     out = run(promtool, "check", "config", str(tmp_path / "prometheus.yml"))
@@ -158,6 +155,28 @@ def dashboard_queries() -> list[tuple[str, str]]:
         for t in p.get("targets", []):
             out.append((f"{p['title']} [{t['refId']}]", t["expr"]))
     return out
+
+
+def metric_names(expr: str) -> set[str]:
+    """The series names a PromQL expression selects (label matchers, groupings, strings,
+    durations, numbers and function names left out)."""
+    expr = re.sub(r'"[^"]*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = set(re.findall(r"(?<![\w.$])([a-zA-Z_:][\w:]*)\b(?!\s*\()", expr))
+    return names - {"and", "or", "unless", "bool", "offset", "__rate_interval"}
+
+
+def test_dashboard_and_alerts_read_governors_own_metrics_only():
+    """Every dashboard query and alert selects Governor's own series (`up` of its job aside), so
+    a Prometheus that scrapes only Governor serves them all."""
+    exprs = [e for _, e in dashboard_queries()] + [r["expr"] for r in RULES]
+    foreign = {(n, e) for e in exprs for n in metric_names(e) if not n.startswith("governor_")}
+    assert foreign == {("up", r["expr"]) for r in RULES if r["alert"] == "GovernorDown"}
+    assert metric_names('sum by (a) (rate(x_total{b="c"}[5m])) / on(a) y > 4') == {
+        "x_total",
+        "y",
+    }
 
 
 def test_dashboard_is_wellformed():
@@ -199,23 +218,14 @@ def substitute(expr: str) -> str:
     return expr
 
 
-def prometheus_config(tmp: Path, gov_port: int, emulator_url: str) -> Path:
-    """deploy/prometheus/prometheus.yml, pointed at the loopback targets with a 1 s interval."""
+def prometheus_config(tmp: Path, gov_port: int) -> Path:
+    """deploy/prometheus/prometheus.yml, pointed at Governor on loopback with a 1 s interval."""
     cfg = yaml.safe_load((PROM / "prometheus.yml").read_text())
     cfg["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     cfg["rule_files"] = [str(PROM / "alerts.yml")]
-    token = tmp / "hf_token"
-    token.write_text(TOKEN)
-    emu = urlparse(emulator_url)
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    assert set(jobs) == {"governor"}, "the shipped config scrapes Governor only"
     jobs["governor"]["static_configs"] = [{"targets": [f"127.0.0.1:{gov_port}"]}]
-    feed = jobs["hf-endpoints"]
-    feed["scheme"] = "http"
-    feed["authorization"]["credentials_file"] = str(token)
-    feed["static_configs"] = [
-        {"targets": [emu.netloc], "labels": {"namespace": NS, "endpoint": name}}
-        for name in ("chat", "batch")
-    ]
     path = tmp / "prometheus.yml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -243,7 +253,7 @@ async def test_real_prometheus_runs_every_dashboard_query_and_alert(tmp_path):
         await wait_http(f"http://127.0.0.1:{gov_port}/readyz", proc=gov)
         prom = await asyncio.create_subprocess_exec(
             prometheus,
-            f"--config.file={prometheus_config(tmp_path, gov_port, srv.base_url)}",
+            f"--config.file={prometheus_config(tmp_path, gov_port)}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
             "--log.level=warn",
@@ -260,11 +270,7 @@ async def test_real_prometheus_runs_every_dashboard_query_and_alert(tmp_path):
                 up = await query(c, "up == 1")
                 samples = await query(c, "count_over_time(governor_ticks_total[1m])")
                 jobs = {s["metric"]["job"] for s in up}
-                if (
-                    jobs >= {"governor", "hf-endpoints"}
-                    and samples
-                    and (float(samples[0]["value"][1]) >= 8)
-                ):
+                if jobs == {"governor"} and samples and (float(samples[0]["value"][1]) >= 8):
                     break
                 await asyncio.sleep(0.5)
             targets = (await c.get("/api/v1/targets")).json()["data"]["activeTargets"]
