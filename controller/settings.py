@@ -156,6 +156,11 @@ class LoopSettings(_Strict):
         description="pin: set min=max=desired (Governor decides alone); floor: set min=desired and "
         "leave max at the ceiling so the platform autoscaler can still add replicas.",
     )
+    watch_config: bool | None = Field(
+        None,
+        description="Reload the config file when it changes on disk, as SIGHUP does. Default: "
+        "only for a file in a Kubernetes ConfigMap volume (its directory has a `..data` link).",
+    )
 
     @property
     def budget_s(self) -> float:

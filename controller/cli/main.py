@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from controller import __version__
 from controller.errors import ConfigError, StateLockedError
 from controller.logs import configure_logging
-from controller.settings import load_settings
+from controller.settings import Settings, load_settings
 
 __all__ = ["main"]
 
@@ -116,11 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from controller.cli.simulate import run_simulate
 
             return run_simulate(args, list(argv) if argv is not None else None)
-        settings = load_settings(args.config)
-        if args.cmd == "run" and args.dry_run:
-            from controller.cli.common import dry_run_copy
 
-            settings = dry_run_copy(settings)
+        def load() -> Settings:
+            s = load_settings(args.config)
+            if args.cmd == "run" and args.dry_run:
+                from controller.cli.common import dry_run_copy
+
+                s = dry_run_copy(s)
+            return s
+
+        settings = load()
         secret = settings.token.get_secret_value() if settings.token else None
         configure_logging(fmt=settings.log.format, level=settings.log.level, secret=secret)
         if args.cmd in ("export-trace", "tune"):
@@ -147,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cost_command(settings, out=sys.stdout))
         from controller.cli.run import run_daemon
 
-        return asyncio.run(run_daemon(settings, once=args.once))
+        return asyncio.run(run_daemon(settings, once=args.once, config=args.config, reload=load))
     except ConfigError as exc:
         print(f"governor: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,8 @@ import contextlib
 import signal
 import socket
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
@@ -19,9 +21,11 @@ from controller.daemon.election import LeaseElector, lease_config, wire_election
 from controller.daemon.exporter import CostCollector, Metrics, MetricsServer, create_app
 from controller.daemon.lock import StateLock
 from controller.daemon.loop import Governor
+from controller.daemon.reload import ConfigReloader, config_digest
 from controller.daemon.sdnotify import Notifier
 from controller.daemon.store import StateStore
 from controller.errors import ConfigError
+from controller.logs import configure_logging
 from controller.platform.client import make_client
 from controller.settings import Settings
 
@@ -30,21 +34,50 @@ __all__ = ["run_daemon"]
 log = structlog.get_logger("governor.cli")
 
 
-async def run_daemon(settings: Settings, *, once: bool) -> int:
+async def run_daemon(
+    settings: Settings,
+    *,
+    once: bool,
+    config: str | Path | None = None,
+    reload: Callable[[], Settings] | None = None,
+) -> int:
+    """`config` is the file `settings` came from and `reload()` rebuilds them from it exactly as
+    the command line did (environment and flags included): SIGHUP, or a changed file, reloads."""
     require_token(settings)
     lock = StateLock.for_files(
         settings.state.path, settings.ledger.path if settings.ledger.enabled else None
     )
     lock.acquire()  # StateLockedError (exit 2) if another Governor uses this state
     try:
-        return await _run_locked(settings, once=once)
+        return await _run_locked(
+            settings, once=once, config=Path(config) if config else None, reload=reload
+        )
     finally:
         lock.release()
 
 
-async def _run_locked(settings: Settings, *, once: bool) -> int:
+def _relog(settings: Settings) -> None:
+    """A reloaded `log` section in force (the token, which a reload cannot change, still masked)."""
+    secret = settings.token.get_secret_value() if settings.token else None
+    configure_logging(fmt=settings.log.format, level=settings.log.level, secret=secret)
+
+
+async def _run_locked(
+    settings: Settings,
+    *,
+    once: bool,
+    config: Path | None = None,
+    reload: Callable[[], Settings] | None = None,
+) -> int:
     clock = WallClock()
     metrics = Metrics()
+    # Read before anything slow, so a change made while starting is seen as a change.
+    digest = config_digest(config) if config is not None else None
+    hup = asyncio.Event()
+    if not once:
+        # At once: SIGHUP's default action ends the process, and systemd's ExecReload may
+        # send it while the first tick runs. The reloader takes the request over later.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
     elector = None
     if settings.election.enabled and not once:
         elector = LeaseElector(lease_config(settings.election), clock=clock)
@@ -104,10 +137,29 @@ async def _run_locked(settings: Settings, *, once: bool) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            await gov.run(stop, notifier=Notifier())
+
+            def apply(new: Settings) -> None:
+                gov.reconfigure(new)
+                _relog(new)
+
+            reloader = ConfigReloader(
+                config,
+                load=reload or (lambda: settings),
+                apply=apply,
+                running=settings,
+                metrics=metrics,
+                clock=clock,
+                digest=digest,
+            )
+            if hup.is_set():
+                reloader.request()
+            loop.add_signal_handler(signal.SIGHUP, reloader.request)
+            await gov.run(stop, notifier=Notifier(), reload=reloader.poll)
             log.info("stopped", ticks=gov.health.ticks)
             return 0
     finally:
+        if not once:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for t in tasks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(t, 10)

@@ -349,6 +349,31 @@ class Metrics:
         )
         for change in ("gained", "lost"):
             self.leadership_changes.labels(change)
+        self.config_reloads = Counter(
+            "governor_config_reloads",
+            "Config reloads (SIGHUP or a changed file) by result: success, failure (the new file "
+            "was invalid or changed a restart-only setting; the running config was kept).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
+        self.config_last_ok = Gauge(
+            "governor_config_last_reload_successful",
+            "1 when the last config load (start or reload) was applied, 0 when it was rejected.",
+            registry=r,
+        )
+        self.config_last_ok_at = Gauge(
+            "governor_config_last_reload_success_timestamp_seconds",
+            "When the running config was loaded (start-up or the last successful reload).",
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "governor_config_info",
+            "SHA-256 of the running config file's bytes (value 1; compare with sha256sum).",
+            ["sha256"],
+            registry=r,
+        )
         Info("governor_build", "Governor version.", registry=r).info({"version": __version__})
         r.register(_EndpointCollector(self))
         self.dry_run.set(0)
@@ -372,6 +397,22 @@ class Metrics:
         if prev is not None and prev != leading:
             self.leadership_changes.labels("gained" if leading else "lost").inc()
         self._leading = leading
+
+    def config_loaded(self, digest: str | None, at: float) -> None:
+        """The running config, loaded at start-up (`digest` None: no file, or unreadable)."""
+        self.config_last_ok.set(1)
+        self.config_last_ok_at.set(at)
+        self.config_info.clear()
+        if digest is not None:
+            self.config_info.labels(digest).set(1)
+
+    def config_reloaded(self, ok: bool, digest: str | None, at: float) -> None:
+        """A reload's outcome; a rejected one leaves the running config's hash in place."""
+        self.config_reloads.labels("success" if ok else "failure").inc()
+        if ok:
+            self.config_loaded(digest, at)
+        else:
+            self.config_last_ok.set(0)
 
     def record_call(self, rec: Any) -> None:
         """Hook for `EndpointsClient(on_call=...)`: counts API attempts by route and outcome."""

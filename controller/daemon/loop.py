@@ -151,6 +151,36 @@ class Governor:
         self._believed_target: dict[str, int] = {}
         self.on_identity: Callable[[str], None] | None = None
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Put a reloaded config in force between ticks (daemon/reload.py has already refused
+        one that changes a restart-only setting). Memory, windows and identity carry over."""
+        old = self.settings
+        scraper = self.scraper
+        if (old.scrape.mapping, old.scrape.concurrency) != (
+            settings.scrape.mapping,
+            settings.scrape.concurrency,
+        ):
+            scraper = Scraper(
+                self.client,
+                settings.scrape.mapping,
+                concurrency=settings.scrape.concurrency,
+                clock=self.clock,
+            )
+        self.settings = settings
+        self.scraper = scraper
+        self.windows.set_retention(settings.scrape.retention_s)
+        self.actuator.dry_run = settings.loop.dry_run
+        self.metrics.dry_run.set(1 if settings.loop.dry_run else 0)
+        self.health.tick_interval_s = settings.loop.tick_interval_s
+        self.health.unready_after = settings.loop.unready_after_failed_ticks
+        self._bucket = min(self._bucket, float(settings.loop.max_actions_per_min))
+        if self.cost is not None:
+            # Budgets and per-endpoint floors are read from these settings; the gap threshold
+            # follows the tick interval.
+            self.cost.settings = settings
+            self.cost.ledger.tick_interval_s = settings.loop.tick_interval_s
+            self.cost.ledger.gap_s = settings.ledger.gap_ticks * settings.loop.tick_interval_s
+
     def _policies(self, es: EndpointSettings) -> list[Policy]:
         sig = repr(sorted(es.policies.items()))
         pols = self._policy_cache.get(sig)
@@ -530,19 +560,32 @@ class Governor:
         else:
             log.debug("decision", **fields)
 
-    async def run(self, stop: asyncio.Event, notifier: Notifier | None = None) -> None:
+    async def run(
+        self,
+        stop: asyncio.Event,
+        notifier: Notifier | None = None,
+        reload: Callable[[], object] | None = None,
+    ) -> None:
         """Tick until `stop` is set. A failing tick is logged and the loop goes on.
+
+        `reload` (the `ConfigReloader.poll` of daemon/reload.py) runs before every tick, so a
+        reloaded config takes effect between ticks, never in the middle of one.
 
         With a systemd `notifier`: READY=1 after the first tick, WATCHDOG=1 after every tick that
         returned (and while sleeping between ticks, which only a live event loop can do), so a
         tick that hangs starves the watchdog; STOPPING=1 on the way out.
         """
-        interval = self.settings.loop.tick_interval_s
         self.health.started_at = self.clock.now()
         self.health.last_attempt_at = None
         keepalive = notifier.watchdog_s / 3 if notifier and notifier.watchdog_s else None
         ready_sent = False
         while not stop.is_set():
+            if reload is not None:
+                try:
+                    reload()
+                except Exception:  # a bug in reloading must not stop the loop
+                    log.exception("config_reload_crashed")
+            interval = self.settings.loop.tick_interval_s
             t0 = self.clock.now()
             with contextlib.suppress(Exception):
                 await self.tick()

@@ -278,6 +278,14 @@ class WindowStore:
     def add(self, key: str, sample: FeedSample) -> None:
         self.get(key).add(sample)
 
+    def set_retention(self, retention_s: float) -> None:
+        """A reloaded `scrape.retention_s`: every window prunes to it from its next sample."""
+        if retention_s <= 0:
+            raise ValueError(f"retention_s must be > 0, got {retention_s}")
+        self.retention_s = retention_s
+        for window in self._windows.values():
+            window.retention_s = retention_s
+
     def forget_except(self, keys: set[str] | frozenset[str]) -> None:
         """Drop the windows of endpoints no longer managed (deleted, renamed, excluded)."""
         for key in [k for k in self._windows if k not in keys]:
