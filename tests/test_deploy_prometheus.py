@@ -48,6 +48,7 @@ REQUIRED_ALERTS = {
     "GovernorDiscoveryFailing",
     "GovernorLoopStalled",
     "GovernorLeaderCount",
+    "GovernorConfigReloadFailed",
 }
 # Alerts whose condition is false in a healthy run: their expression must evaluate without error
 # and return nothing; the query beside each shows the metrics they are built on do exist.
@@ -81,6 +82,10 @@ EXPECTED_EMPTY = {
         "the loop ticks every second",
     ),
     "GovernorLeaderCount": ("sum(governor_leader) == 1", "one daemon, no election: it leads"),
+    "GovernorConfigReloadFailed": (
+        "governor_config_last_reload_successful == 1",
+        "the config loaded at start is in force",
+    ),
     "GovernorQuotaNearlyFull": (
         "governor_quota_used_accelerators / governor_quota_limit_accelerators <= 0.9",
         "4 of 8 accelerators in use",

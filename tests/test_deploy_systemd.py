@@ -99,6 +99,7 @@ def test_unit_has_the_required_settings():
     assert "GOVERNOR_STATE__PATH=%S/governor/state.sqlite" in s["Environment"]
     assert one["EnvironmentFile"].startswith("-")  # optional
     assert one["ExecStart"].split()[1:] == ["run", "-c", "/etc/governor/governor.yaml"]
+    assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"  # `systemctl reload`: SIGHUP
     # the watchdog must outlast several ticks of the default 15 s interval
     assert int(one["WatchdogSec"].rstrip("s")) >= 4 * 15
 

@@ -32,7 +32,8 @@ def test_every_setting_is_either_live_or_restart_only():
     keys = _leaves(Settings().model_dump(mode="json"))
     unclassified = [k for k in keys if not (_under(k, LIVE) or _under(k, RESTART_ONLY))]
     both = [k for k in keys if _under(k, LIVE) and _under(k, RESTART_ONLY)]
-    assert unclassified == [] and both == []
+    assert unclassified == []
+    assert both == []
 
 
 def _cfg(world: World, **over: Any) -> dict[str, Any]:
@@ -92,9 +93,12 @@ async def test_reload_applies_dry_run_off_then_refuses_a_broken_file(world, tmp_
         reloader.request()
         with capture_logs() as logs:
             assert reloader.poll() is True
-        assert gov.settings.loop.dry_run is False and gov.actuator.dry_run is False
+        assert gov.settings.loop.dry_run is False
+        assert gov.actuator.dry_run is False
         ok = [e for e in logs if e["event"] == "config_reloaded"]
-        assert ok and ok[0]["changed"] == ["loop.dry_run"] and ok[0]["trigger"] == "signal"
+        assert ok
+        assert ok[0]["changed"] == ["loop.dry_run"]
+        assert ok[0]["trigger"] == "signal"
         await world.run_ticks(gov, 1)
         assert await world.writes("chat"), "after the reload the scale-up was sent"
         good = config_digest(path)
@@ -103,9 +107,11 @@ async def test_reload_applies_dry_run_off_then_refuses_a_broken_file(world, tmp_
         reloader.request()
         with capture_logs() as logs:
             assert reloader.poll() is False
-        assert gov.settings.loop.tick_interval_s == 15 and gov.settings.loop.dry_run is False
+        assert gov.settings.loop.tick_interval_s == 15
+        assert gov.settings.loop.dry_run is False
         (failed,) = [e for e in logs if e["event"] == "config_reload_failed"]
-        assert "loop.tick_interval_s" in failed["error"] and "\n" not in failed["error"]
+        assert "loop.tick_interval_s" in failed["error"]
+        assert "\n" not in failed["error"]
         assert good in failed["detail"]
         await world.run_ticks(gov, 1)  # the loop goes on with the old config
         scraped = await world.scrape_metrics(gov)
@@ -131,7 +137,8 @@ async def test_restart_only_change_is_refused_whole(world, tmp_path):
     assert "server.listen (127.0.0.1:9108 -> 127.0.0.1:9999)" in failed["error"]
     assert "restart" in failed["error"]
     # Refused whole: the live change in the same file did not slip through.
-    assert gov.settings.loop.dry_run is True and gov.actuator.dry_run is True
+    assert gov.settings.loop.dry_run is True
+    assert gov.actuator.dry_run is True
 
 
 def _configmap_dir(root: Path, version: str, cfg: dict[str, Any] | str) -> None:
@@ -183,7 +190,8 @@ async def test_a_plain_file_is_not_watched_unless_asked(world, tmp_path):
     _write(path, _cfg(world))
     gov, client, reloader = await _reloading_governor(world, path)
     async with client:
-        assert not in_configmap_volume(path) and not reloader.watching()
+        assert not in_configmap_volume(path)
+        assert not reloader.watching()
         _write(path, _cfg(world, loop={"watch_config": True}))
         assert reloader.poll() is False
         reloader.request()
@@ -192,3 +200,117 @@ async def test_a_plain_file_is_not_watched_unless_asked(world, tmp_path):
         _write(path, _cfg(world, loop={"watch_config": True, "dry_run": False}))
         assert reloader.poll() is True
         assert gov.actuator.dry_run is False
+
+
+# --- end to end: a real `governor run` process, SIGHUP, /metrics over loopback ---------------
+
+
+async def _metrics(port: int) -> dict[tuple[str, frozenset[Any]], float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(timeout=5) as c:
+        text = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+async def _until(port: int, pred, proc, *, what: str, timeout_s: float = 60.0):
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        assert proc.returncode is None, f"governor exited {proc.returncode} waiting for {what}"
+        try:
+            m = await _metrics(port)
+            if pred(m):
+                return m
+        except OSError:
+            pass
+        except Exception as exc:  # httpx transport errors while it starts
+            if "connect" not in type(exc).__name__.lower():
+                raise
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_sighup_reloads_a_running_daemon(tmp_path):
+    """`governor run` in dry-run: the file turns dry-run off and SIGHUP makes the daemon scale
+    the endpoint; a broken file and SIGHUP leave it running on the old config, which /metrics and
+    one log line say."""
+    import asyncio
+    import signal
+
+    from tests.deploy_support import free_port, governor_config, spawn_governor, start_emulator
+
+    srv = await start_emulator()  # `chat` under a load far above its ceiling of 2
+    port = free_port()
+    state = tmp_path / "state.sqlite"
+    cfg = governor_config(srv.base_url, port, state)
+    cfg["loop"] = {"tick_interval_s": 0.5, "dry_run": True}
+    cfg["defaults"] = {**cfg["defaults"], "scale_up_stabilization_s": 0}
+    path = tmp_path / "governor.yaml"
+    _write(path, cfg)
+    proc = await spawn_governor(str(path))
+    try:
+
+        def acted(m):
+            labels = {"action": "scale_up", "result": "dry_run", "error": "none"}
+            return metric(m, "governor_actions_total", **labels) or 0
+
+        await _until(port, lambda m: acted(m) >= 1, proc, what="a dry-run scale-up")
+        chat = srv.platform.snapshot()["endpoints"][f"{NS}/chat"]
+        assert chat["max_replica"] == 4  # untouched in dry-run (endpoint_body's max)
+
+        cfg["loop"] = {"tick_interval_s": 0.5, "dry_run": False}
+        _write(path, cfg)
+        proc.send_signal(signal.SIGHUP)
+        m = await _until(
+            port,
+            lambda m: metric(m, "governor_config_reloads_total", result="success") == 1,
+            proc,
+            what="the reload",
+        )
+        assert metric(m, "governor_config_info", sha256=config_digest(path)) == 1
+
+        def applied(m):
+            labels = {"action": "scale_up", "result": "applied", "error": "none"}
+            return metric(m, "governor_actions_total", **labels) or 0
+
+        await _until(port, lambda m: applied(m) >= 1, proc, what="an applied scale-up")
+        assert metric(await _metrics(port), "governor_dry_run") == 0
+        chat = srv.platform.snapshot()["endpoints"][f"{NS}/chat"]
+        assert chat["max_replica"] == 2  # pinned at the ceiling by the live daemon
+        good = config_digest(path)
+
+        path.write_text("loop: {tick_interval_s: 0.5, dry_run: maybe}\n")
+        proc.send_signal(signal.SIGHUP)
+        m = await _until(
+            port,
+            lambda m: metric(m, "governor_config_reloads_total", result="failure") == 1,
+            proc,
+            what="the refused reload",
+        )
+        assert metric(m, "governor_config_last_reload_successful") == 0
+        assert metric(m, "governor_config_info", sha256=good) == 1
+        ticks = metric(m, "governor_ticks_total", result="ok")
+        await _until(
+            port,
+            lambda m: metric(m, "governor_ticks_total", result="ok") > ticks + 2,
+            proc,
+            what="ticks after the refused reload",
+        )
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+        await srv.stop()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    lines = err.decode().splitlines()
+    failed = [ln for ln in lines if '"config_reload_failed"' in ln]
+    assert len(failed) == 1, failed
+    assert "loop.dry_run" in failed[0]
+    assert len([ln for ln in lines if '"config_reloaded"' in ln]) == 1
