@@ -28,29 +28,63 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import pairwise
 
 from controller.platform.signals import STATUS_CLASSES, FeedSample, Signal
 
-__all__ = ["READINGS", "SIGNALS", "EndpointWindow", "WindowStore"]
+__all__ = ["READINGS", "SIGNALS", "EndpointWindow", "InFlight", "WindowStore"]
 
 SIGNALS: tuple[Signal, ...] = ("pending", "cpu", "gpu", "memory", "gpu_memory")
 _SIGNAL_INDEX = {s: i for i, s in enumerate(SIGNALS)}
 _CLASS_INDEX = {c: i + 1 for i, c in enumerate(STATUS_CLASSES)}  # 0 is "all classes"
 _NAN = float("nan")
-# A point's logical columns: SIGNALS (missing: NaN), then the served totals (all, then classes).
+# A point's logical columns: SIGNALS (missing: NaN), then the served totals (all, then classes),
+# then the latency summary's `_count` and `_sum` as scraped (missing: NaN).
 _SERVED = len(SIGNALS)
-_COLUMNS = len(SIGNALS) + 1 + len(STATUS_CLASSES)
-_DEFAULTS = (_NAN,) * len(SIGNALS) + (0.0,) * (1 + len(STATUS_CLASSES))
+_5XX = _SERVED + _CLASS_INDEX["5xx"]
+_LAT = _SERVED + 1 + len(STATUS_CLASSES)
+_COLUMNS = _LAT + 2
+_DEFAULTS = (_NAN,) * len(SIGNALS) + (0.0,) * (1 + len(STATUS_CLASSES)) + (_NAN, _NAN)
+_MISSING_IS_NAN = frozenset((*range(_SERVED), _LAT, _LAT + 1))
 # What `readings` reports (Governor's own /metrics re-exports them): a fixed vocabulary, so the
 # exported label values stay bounded. `in_flight` is the load the demand policies size for.
 _QUANTILES = {0.5: "latency_p50_seconds", 0.9: "latency_p90_seconds", 0.99: "latency_p99_seconds"}
 READINGS: tuple[str, ...] = (
     "in_flight",
     "pending",
+    "derived_in_flight",
     *SIGNALS[1:],
     "request_rate",
     *_QUANTILES.values(),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """Requests in flight (queued or in service) over a span, and where the figure came from.
+
+    `source` is "pending" (the mean of the feed's pending-requests series) or "littles_law"
+    (derived: completion rate x mean latency; `rate`, `latency_s` and `span_s` say from what, and
+    `per_replica` splits the newest interval by the counter's `replica_id`).
+    """
+
+    value: float
+    source: str
+    rate: float | None = None
+    latency_s: float | None = None
+    span_s: float | None = None
+    per_replica: Mapping[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """For a decision's reasons: the figure and its source."""
+        if self.source == "pending":
+            return f"{self.value:.2f} in flight (pending requests)"
+        lat = "no latency" if self.latency_s is None else f"{self.latency_s:.3g}s mean latency"
+        return (
+            f"{self.value:.2f} in flight (derived, Little's law: {self.rate or 0.0:.3g} req/s x "
+            f"{lat} over {self.span_s or 0.0:.0f}s)"
+        )
 
 
 def _request_series(sample: FeedSample) -> Mapping[tuple[str, str], float]:
@@ -71,7 +105,9 @@ class EndpointWindow:
         "_cols",
         "_data",
         "_last_seen",
+        "_lat_windowed",
         "_latest",
+        "_replica_rate",
         "_served",
         "_stride",
         "retention_s",
@@ -89,6 +125,11 @@ class EndpointWindow:
         self._latest: FeedSample | None = None
         self._served = [0.0] * (1 + len(STATUS_CLASSES))
         self._last_seen: dict[tuple[str, str], tuple[float, float]] = {}  # series -> (value, at)
+        # The latency summary covers a recent window, not the endpoint's life: set (for good) the
+        # first time its `_count` or `_sum` falls while no request counter reset (a cumulative
+        # summary only falls when its process restarts, and then its counters do too).
+        self._lat_windowed = False
+        self._replica_rate: dict[str, float] = {}  # non-5xx completions/s over the newest interval
 
     def __len__(self) -> int:
         return len(self._at)
@@ -110,18 +151,31 @@ class EndpointWindow:
         if self._latest is not None and sample.at <= self._latest.at:
             return
         served = self._served
+        reset = False
+        by_replica: dict[str, float] = {}
         for series, value in _request_series(sample).items():
             seen = self._last_seen.get(series)
+            reset = reset or (seen is not None and value < seen[0])
             increase = value if seen is None or value < seen[0] else value - seen[0]
             served[0] += increase
-            served[_CLASS_INDEX.get(series[1], _CLASS_INDEX["other"])] += increase
+            cls = _CLASS_INDEX.get(series[1], _CLASS_INDEX["other"])
+            served[cls] += increase
+            if cls != _CLASS_INDEX["5xx"]:
+                by_replica[series[0]] = by_replica.get(series[0], 0.0) + increase
             self._last_seen[series] = (value, sample.at)
+        prev = self._latest
+        if prev is not None:
+            self._note_summary(prev, sample, reset=reset)
+            elapsed = sample.at - prev.at
+            self._replica_rate = {r: inc / elapsed for r, inc in by_replica.items()}
         point = [_NAN if (v := sample.value(s)) is None else v for s in SIGNALS]
         point.extend(served)
+        point.append(_NAN if sample.latency_count is None else sample.latency_count)
+        point.append(_NAN if sample.latency_sum is None else sample.latency_sum)
         col = self._col
         for c, v in enumerate(point):
             # NaN != NaN: a missing signal, like a 0.0 total, needs no column of its own yet.
-            if col[c] < 0 and v != _DEFAULTS[c] and not (c < _SERVED and v != v):
+            if col[c] < 0 and v != _DEFAULTS[c] and not (c in _MISSING_IS_NAN and v != v):
                 self._widen(c)
         row = array("d", [point[c] for c in self._cols])  # built first: a bad value must
         self._at.append(sample.at)  # not leave `_at` and `_data` uneven
@@ -138,6 +192,12 @@ class EndpointWindow:
             stale = [k for k, (_, at) in self._last_seen.items() if at <= horizon]
             for k in stale:
                 del self._last_seen[k]
+
+    def _note_summary(self, prev: FeedSample, sample: FeedSample, *, reset: bool) -> None:
+        pairs = ((prev.latency_count, sample.latency_count), (prev.latency_sum, sample.latency_sum))
+        fell = any(a is not None and b is not None and b < a for a, b in pairs)
+        if fell and not reset:
+            self._lat_windowed = True
 
     def _widen(self, c: int) -> None:
         """Give logical column `c` a place at the end of every row; old points get its default."""
@@ -203,6 +263,74 @@ class EndpointWindow:
         base = bisect_right(at, at[newest] - span_s, 0, newest) - 1
         return max(base, 0), newest
 
+    def _column(self, c: int, lo: int, hi: int) -> list[float]:
+        """Logical column `c` of points lo..hi inclusive (its default where never stored)."""
+        place = self._col[c]
+        if place < 0:
+            return [_DEFAULTS[c]] * (hi - lo + 1)
+        stride = self._stride
+        return list(self._data[lo * stride + place : (hi + 1) * stride : stride])
+
+    def _mean_latency(self, base: int, newest: int) -> float | None:
+        """Mean latency of the requests completed in the interval, from the summary.
+
+        A cumulative summary: `_sum` and `_count` increases (Prometheus' rate(sum)/rate(count)).
+        A windowed one (`_lat_windowed`), or one that fell in the interval: each sample's
+        `_sum / _count` is already a recent mean, so the count-weighted mean of the samples after
+        `base`. None when the summary observed nothing.
+        """
+        counts, sums = self._column(_LAT, base, newest), self._column(_LAT + 1, base, newest)
+        pts = [(c, s) for c, s in zip(counts, sums, strict=True) if c == c and s == s]
+        if not pts:
+            return None
+        rising = all(b[0] >= a[0] and b[1] >= a[1] for a, b in pairwise(pts))
+        if not self._lat_windowed and rising and len(pts) >= 2 and pts[-1][0] > pts[0][0]:
+            return (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
+        recent = [(c, s) for c, s in zip(counts[1:], sums[1:], strict=True) if c == c and s == s]
+        n = sum(c for c, _ in recent)
+        return sum(s for _, s in recent) / n if n > 0 else None
+
+    def derived_in_flight(self, *, span_s: float, now: float) -> InFlight | None:
+        """Requests in flight by Little's law over the last `span_s` (`_interval`): the rate of
+        completed requests (the counter's increase, 5xx left out: a 503 at the proxy was never in
+        flight) x their mean latency (`_mean_latency`). None without two samples, or when
+        requests completed but the summary has no latency to weigh them with.
+
+        Per replica, the newest interval's completions of each `replica_id` x the same mean (the
+        published summary has no replica label). What it cannot see: requests still running
+        whose completions fall after the span, so it lags a rise by about one latency.
+        """
+        span = self._interval(span_s, now)
+        if span is None:
+            return None
+        base, newest = span
+        elapsed = self._at[newest] - self._at[base]
+        if elapsed <= 0:
+            return None
+        served = self._column(_SERVED, base, newest)
+        errors = self._column(_5XX, base, newest)
+        rate = max(0.0, (served[-1] - served[0]) - (errors[-1] - errors[0])) / elapsed
+        latency = self._mean_latency(base, newest)
+        if latency is None and rate > 0:
+            return None
+        mean = latency or 0.0
+        return InFlight(
+            value=rate * mean,
+            source="littles_law",
+            rate=rate,
+            latency_s=latency,
+            span_s=elapsed,
+            per_replica={r: v * mean for r, v in sorted(self._replica_rate.items())},
+        )
+
+    def in_flight(self, *, span_s: float, now: float) -> InFlight | None:
+        """The load a demand policy sizes for: the mean of the feed's pending-requests series over
+        the span when the feed has one, else `derived_in_flight`; None when neither is known."""
+        pending = self.mean("pending", span_s=span_s, now=now)
+        if pending is not None:
+            return InFlight(value=pending, source="pending")
+        return self.derived_in_flight(span_s=span_s, now=now)
+
     def readings(self, *, span_s: float, now: float) -> tuple[dict[str, float], dict[str, str]]:
         """The signals as read at `now` by name (`READINGS`), and the source of `in_flight`.
 
@@ -217,9 +345,15 @@ class EndpointWindow:
         for signal in SIGNALS:
             if (v := latest.value(signal)) is not None:
                 out[signal] = v
+        derived = self.derived_in_flight(span_s=span_s, now=now)
+        if derived is not None:
+            out["derived_in_flight"] = derived.value
         if "pending" in out:
             out["in_flight"] = out["pending"]
             sources["in_flight"] = "pending"
+        elif derived is not None:
+            out["in_flight"] = derived.value
+            sources["in_flight"] = derived.source
         span = self._interval(span_s, now)
         if span is not None:
             base, newest = span
