@@ -1,7 +1,10 @@
 """Pending-requests target tracking with a Knative-style panic window.
 
 Stable mode: desired = ceil(mean pending over `window_s` / target_per_replica). How fast that is
-followed (prompt up, stabilised down) is the combiner's job.
+followed (prompt up, stabilised down) is the combiner's job. "Pending" is the feed's
+pending-requests series; on a feed without one (the platform's published sample) it is the
+in-flight count derived by Little's law (`EndpointWindow.in_flight`, docs/signals.md), and the
+reason says which.
 
 Panic mode (Knative KPA): the same formula over the short `panic_window_s` gives the *panic
 desired*. When it reaches `panic_threshold` x the ready replicas (at least 1), the policy panics:
@@ -15,8 +18,9 @@ restart of Governor.
 Reason codes:
 - `pending_target`: stable-window proposal.
 - `panic`: panicking (entered this tick or still within one calm window).
-- `no_data`: no pending sample in the stable window (invalid proposal: the combiner will not scale
-  down on the other signals). An ongoing panic is kept in memory.
+- `no_data`: no pending sample and nothing to derive one from in the stable window (invalid
+  proposal: the combiner will not scale down on the other signals). An ongoing panic is kept in
+  memory.
 """
 
 from __future__ import annotations
@@ -85,19 +89,22 @@ class PendingRequestsPolicy:
     def propose(self, view: EndpointView, now: float) -> Proposal:
         p = self.params
         w = view.window
-        avg = w.mean("pending", span_s=p.window_s, now=now) if w is not None else None
-        if avg is None:
+        reading = w.in_flight(span_s=p.window_s, now=now) if w is not None else None
+        if reading is None:
             return Proposal(
                 policy=self.name,
                 kind=ProposalKind.DEMAND,
                 reason="no_data",
-                message=f"no pending-requests sample in the last {p.window_s:g}s",
+                message=f"no pending-requests sample, nor requests and latency to derive one "
+                f"from, in the last {p.window_s:g}s",
                 valid=False,
             )
+        avg = reading.value
         stable = _desired(avg, p.target_per_replica)
+        source = "" if reading.source == "pending" else f" ({reading.describe()})"
         stable_msg = (
-            f"avg pending {avg:.2f} over {p.window_s:g}s / target {p.target_per_replica:g} "
-            f"per replica -> {stable}"
+            f"avg pending {avg:.2f}{source} over {p.window_s:g}s / target "
+            f"{p.target_per_replica:g} per replica -> {stable}"
         )
 
         mem = view.memory
@@ -108,7 +115,8 @@ class PendingRequestsPolicy:
             panic_since = panic_last = None  # one full stable window of calm: leave panic
             panic_max = 0
 
-        short = w.mean("pending", span_s=p.panic_window_s, now=now) if w is not None else None
+        quick = w.in_flight(span_s=p.panic_window_s, now=now) if w is not None else None
+        short = quick.value if quick is not None else None
         burst = _desired(short, p.target_per_replica) if short is not None else None
         capacity = max(view.ready, 1)
         over = burst is not None and burst >= p.panic_threshold * capacity

@@ -6,8 +6,11 @@ The default demand policy. Every tick:
    stated by the engine's env in the API (`view.capacity_per_replica`), else learnt from the feed
    (`policies.capacity.learn`: Little's law on completions and latency; a sustained queue shows the
    replicas full), starting from `capacity_prior`.
-2. **Load.** The mean pending requests (queued + in service) over `window_s`: the Erlangs the
+2. **Load.** The mean requests in flight (queued + in service) over `window_s`: the Erlangs the
    replicas must carry. A queue counts too, so an endpoint behind its load sizes for its backlog.
+   It is the feed's pending-requests series when there is one, else derived by Little's law from
+   the request counter and the latency summary (`EndpointWindow.in_flight`, docs/signals.md); the
+   reason names which.
 3. **Size.** The fewest replicas for which an M/M/c queue with that load keeps P(wait > the SLO's
    queueing delay) within `safety` x the SLO's miss budget (1 - attainment). The mean service
    time, once learnt, lets the model count waits shorter than the delay as met.
@@ -23,7 +26,8 @@ The default demand policy. Every tick:
    seen. With no gap beyond the timeout, or no history, it stays warm.
 
 Reason codes: `slo_target` (sized), `panic`, `idle_to_zero` (0 replicas after the break-even idle
-time), `no_data` (no pending sample in `window_s`: invalid proposal).
+time), `no_data` (no in-flight figure in `window_s`, neither pending nor derived: invalid
+proposal).
 """
 
 from __future__ import annotations
@@ -203,16 +207,18 @@ class SloTargetPolicy:
         p = self.params
         mem = self._learn(view, now)
         w = view.window
-        load = w.mean("pending", span_s=p.window_s, now=now) if w is not None else None
-        if load is None:
+        reading = w.in_flight(span_s=p.window_s, now=now) if w is not None else None
+        if reading is None:
             return Proposal(
                 policy=self.name,
                 kind=ProposalKind.DEMAND,
                 reason="no_data",
-                message=f"no pending-requests sample in the last {p.window_s:g}s",
+                message=f"no pending-requests sample, nor requests and latency to derive the "
+                f"in-flight load from, in the last {p.window_s:g}s",
                 valid=False,
                 memory=mem,
             )
+        load = reading.value
         if view.capacity_per_replica is not None:
             cap, cap_src = view.capacity_per_replica, "configured"
         else:
@@ -232,11 +238,12 @@ class SloTargetPolicy:
         svc = f", service {float(service):.2f}s" if service else ""
         trend = f", {ahead:.2f} one cold start ahead on its trend" if ahead > load else ""
         why = (
-            f"load {load:.2f} in flight over {p.window_s:g}s{trend}, capacity {cap:g}/replica "
+            f"load {reading.describe()} over {p.window_s:g}s{trend}, capacity {cap:g}/replica "
             f"({cap_src}){svc}: P(wait > {view.slo_queue_delay_s:g}s) <= {budget:.3g} needs "
             f"{stable}"
         )
-        short = w.mean("pending", span_s=p.panic_window_s, now=now) if w is not None else None
+        quick = w.in_flight(span_s=p.panic_window_s, now=now) if w is not None else None
+        short = quick.value if quick is not None else None
         burst = size(short) if short is not None else 0
         panic_last = mem.get("panic_last")
         if burst >= p.panic_threshold * max(view.ready, 1) and burst > stable:

@@ -178,6 +178,10 @@ class PlatformConfig:
     # `latency_distribution_count`/`_sum` over the quantiles' window ("window", as the published
     # sample reads: count 4 beside 1,153 requests) or since creation ("cumulative").
     latency_summary: Literal["window", "cumulative"] = "window"
+    # "full": the emulator's feed (pending_requests and the GPU series besides the sample's);
+    # "published": only what the platform's published sample shows (latency_distribution,
+    # http_requests, cpu/memory percent): no pending-requests series at all.
+    feed_shape: Literal["full", "published"] = "full"
     removed_series_retention_s: _Seconds = 300.0
     default_max_accelerators: Annotated[int, Field(ge=0, le=10_000_000)] = 32
     quota_error_status: Annotated[int, Field(ge=400, le=599)] = 400
@@ -1472,12 +1476,14 @@ class Platform:
         ]
         for (rid, code), n in sorted(ep.counters.items()):
             lines.append(f'http_requests{{replica_id="{rid}",status_code="{code}"}} {n}')
-        lines += [
-            "# HELP pending_requests Requests waiting or in service",
-            "# TYPE pending_requests gauge",
-            f"pending_requests {len(ep.queue) + len(ep.inflight)}",
-        ]
-        gpu = ep.row.accelerator == "gpu"
+        published = self.config.feed_shape == "published"
+        if not published:
+            lines += [
+                "# HELP pending_requests Requests waiting or in service",
+                "# TYPE pending_requests gauge",
+                f"pending_requests {len(ep.queue) + len(ep.inflight)}",
+            ]
+        gpu = ep.row.accelerator == "gpu" and not published
         series = [
             ("cpu_usage_percent", "CPU percent", 3.0, 92.0),
             ("memory_usage_percent", "Memory percent", 25.0, 35.0),
