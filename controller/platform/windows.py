@@ -5,17 +5,18 @@ samples with `at` in `(now - span_s, now]`, so a missed scrape shortens the evid
 shifting it, and a window with nothing recent says "no data" (None) rather than repeating old news.
 Nothing here reads a clock.
 
-Memory: a window keeps the full latest `FeedSample` and, per older sample, only a compact point: the
-five scalar signals (per-replica signals already averaged over replicas) and running totals of the
-reset-safe request increase (overall and per status class). Rates over any span are then one
-subtraction, like a Knative running sum. Points live in two flat `array('d')`s, not as Python
-objects (each point was three GC-tracked objects and a dozen float objects, ~500 bytes): `_at`
-holds the timestamps (sorted, so a span is found by bisection) and `_data` one row of `_stride`
-doubles per point. A row only has columns for the signals and totals this endpoint has ever had:
-a signal never seen is NaN ("no value") in every point and a status class never served is 0.0, so
-neither is stored until it appears (the rows are then widened once). A typical endpoint (five
-signals, 2xx only) costs 64 bytes per point: ~4 KB for 15 minutes of 15 s ticks. A NaN signal
-value therefore reads as missing; `parse_feed` never produces one.
+Memory: a window keeps the full latest `FeedSample` and, per older sample, only a compact point:
+the five scalar signals (per-replica signals already averaged over replicas), running totals of the
+reset-safe request increase (overall and per status class), and the latency summary's `_count` and
+`_sum` as scraped (for the derived in-flight count, `derived_in_flight`). Rates over any span are
+then one subtraction, like a Knative running sum. Points live in two flat `array('d')`s, not as
+Python objects (each point was three GC-tracked objects and a dozen float objects, ~500 bytes):
+`_at` holds the timestamps (sorted, so a span is found by bisection) and `_data` one row of
+`_stride` doubles per point. A row only has columns for the signals and totals this endpoint has
+ever had: a signal never seen is NaN ("no value") in every point and a status class never served is
+0.0, so neither is stored until it appears (the rows are then widened once). A typical endpoint
+(five signals, 2xx only, a latency summary) costs 80 bytes per point: ~5 KB for 15 minutes of 15 s
+ticks. A NaN signal value therefore reads as missing; `parse_feed` never produces one.
 
 Counter resets follow Prometheus `rate()` per series, a series being one (replica, status class)
 counter: a decrease means the counter restarted, so its new value is all increase; a series never
