@@ -7,7 +7,8 @@ the first tick that needs them.
 
 Precedence, highest first: `GOVERNOR_*` environment variables (nested keys joined by `__`, e.g.
 `GOVERNOR_LOOP__DRY_RUN=true`), the YAML file, the defaults below. The HF token comes from
-`HF_TOKEN`, else from `api.token_file`; it is held as a `SecretStr` and never logged.
+`HF_TOKEN`, else `api.token_file`, else the file `hf auth login` wrote (`HF_TOKEN_PATH`, default
+`$HF_HOME/token`); it is held as a `SecretStr` and never logged.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -56,6 +58,7 @@ __all__ = [
     "QuotaSettings",
     "Settings",
     "format_validation_error",
+    "hf_token_path",
     "load_settings",
     "merge_endpoint_settings",
     "validate_endpoint_rules",
@@ -94,7 +97,9 @@ class ApiSettings(_Strict):
         REAL_API, description="Management API base URL (the emulator's in tests)."
     )
     token_file: Path | None = Field(
-        None, description="File holding the HF token if HF_TOKEN is unset."
+        None,
+        description="File whose first line is the HF token, if HF_TOKEN is unset (before the "
+        "hf auth login cache).",
     )
     timeout_s: float = Field(
         10.0, gt=0, le=300, description="Total deadline of one request: connect, headers, body."
@@ -299,7 +304,7 @@ class AutopilotSettings(_Strict):
 
 class LogSettings(_Strict):
     format: Literal["auto", "json", "console"] = "auto"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "warn", "error"] = "info"
 
 
 class DefaultsSettings(EndpointSettings):
@@ -479,6 +484,12 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
     budgets: list[Budget] = Field(default_factory=list)
+    _token_source: str = PrivateAttr("")
+
+    @property
+    def token_source(self) -> str:
+        """Where the token was found (`HF_TOKEN`, `api.token_file (PATH)`, ...), never the token."""
+        return self._token_source
 
     @classmethod
     def settings_customise_sources(
@@ -612,20 +623,64 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_token(settings: Settings, env: Mapping[str, str]) -> SecretStr | None:
-    tok = env.get("HF_TOKEN", "").strip()
-    if tok:
-        return SecretStr(tok)
+def hf_token_path(env: Mapping[str, str]) -> Path:
+    """The file `hf auth login` writes, found as huggingface_hub finds it.
+
+    huggingface_hub `constants.py`: `HF_HOME` defaults to `$XDG_CACHE_HOME/huggingface` (else
+    `~/.cache/huggingface`), and `HF_TOKEN_PATH` to `$HF_HOME/token`; both have `~` and `$VAR`
+    expanded. (Read from huggingface/huggingface_hub, src/huggingface_hub/constants.py.)
+    """
+
+    user_home = env.get("HOME") or os.path.expanduser("~")
+
+    def expand(p: str) -> str:
+        p = user_home + p[1:] if p == "~" or p.startswith("~/") else os.path.expanduser(p)
+        return os.path.expandvars(p)
+
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(user_home, ".cache")
+    home = expand(env.get("HF_HOME") or os.path.join(cache, "huggingface"))
+    return Path(expand(env.get("HF_TOKEN_PATH") or os.path.join(home, "token")))
+
+
+def _first_line(text: str) -> str:
+    """A token file's token: its first line, stripped (a comment or a second line after it is
+    never sent, nor leaked in an error)."""
+    return text.split("\n", 1)[0].strip()
+
+
+def _read_token(settings: Settings, env: Mapping[str, str]) -> tuple[SecretStr | None, str]:
+    """The HF token and where it came from, in huggingface_hub's order (utils/_auth.py
+    `get_token`: the `HF_TOKEN` variable, else the token file), with Governor's own
+    `api.token_file` between the two: a file named in the config wins over the login cache.
+
+    huggingface_hub also reads the older `HUGGING_FACE_HUB_TOKEN` after `HF_TOKEN`; so does this.
+    """
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        tok = _first_line(env.get(var, ""))
+        if tok:
+            return SecretStr(tok), var
     tf = settings.api.token_file
     if tf is not None:
         try:
-            tok = tf.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"api.token_file: cannot read {tf}: {exc.strerror}") from None
+            tok = _first_line(tf.read_text(encoding="utf-8"))
+        except (OSError, UnicodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"api.token_file: cannot read {tf}: {why}") from None
         if not tok:
-            raise ConfigError(f"api.token_file: {tf} is empty")
-        return SecretStr(tok)
-    return None
+            raise ConfigError(f"api.token_file: {tf} is empty (the token is its first line)")
+        return SecretStr(tok), f"api.token_file ({tf})"
+    cached = hf_token_path(env)
+    var = "HF_TOKEN_PATH" if env.get("HF_TOKEN_PATH") else "the hf auth login cache"
+    try:
+        tok = _first_line(cached.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"{var}: cannot read {cached}: {why}") from None
+    if not tok:
+        return None, ""
+    return SecretStr(tok), f"{var} ({cached})"
 
 
 def load_settings(
@@ -656,7 +711,7 @@ def load_settings(
     except ValueError as exc:  # e.g. an env override that is not valid JSON for a nested field
         raise ConfigError(f"{source}: {exc}") from None
     validate_endpoint_rules(settings, source=source)
-    settings.token = _read_token(settings, env)
+    settings.token, settings._token_source = _read_token(settings, env)
     if validate_policies:
         validate_policy_config(settings)
     return settings

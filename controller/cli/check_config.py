@@ -14,6 +14,6 @@ def check_config(path: str, out: TextIO) -> int:
     n_rules = len(settings.endpoints)
     out.write(
         f"{path}: OK ({len(settings.namespaces)} namespace(s), {n_rules} endpoint rule(s), "
-        f"token {'found' if settings.token else 'not set'})\n"
+        f"{'token from ' + settings.token_source if settings.token else 'token not set'})\n"
     )
     return 0

@@ -11,8 +11,8 @@ __all__ = ["dry_run_copy", "require_token"]
 def require_token(settings: Settings) -> None:
     if settings.token is None:
         raise ConfigError(
-            "no API token: set HF_TOKEN or api.token_file (a fine-grained token with "
-            "'Inference Endpoints: manage' permission)"
+            "no API token: set HF_TOKEN, api.token_file or HF_TOKEN_PATH, or run `hf auth "
+            "login` (a fine-grained token with 'Inference Endpoints: manage' permission)"
         )
 
 

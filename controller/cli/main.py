@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     co.add_argument("-c", "--config", help="YAML config file")
     c = sub.add_parser("check-config", help="validate a config file and report every problem")
-    c.add_argument("file")
+    c.add_argument("-c", "--config", help="YAML config file")
+    c.add_argument("file", nargs="?", help=argparse.SUPPRESS)  # the old positional form
     from controller.cli.simulate import add_simulate_parser
 
     add_simulate_parser(sub)
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "check-config":
             from controller.cli.check_config import check_config
 
-            return check_config(args.file, sys.stdout)
+            return check_config(args.config or args.file, sys.stdout)
         if args.cmd == "demo":
             from controller.cli.demo import run_demo
 

@@ -148,7 +148,7 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     tok_a = old.token.get_secret_value() if old.token else None
     tok_b = new.token.get_secret_value() if new.token else None
     if tok_a != tok_b:
-        out.append("the token (HF_TOKEN or the api.token_file's content)")
+        out.append("the token (HF_TOKEN, api.token_file or the hf auth login cache)")
     return out
 
 
