@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from controller.core.params import EndpointSettings
 from controller.cost.pricing import load_pricing
 from controller.errors import ConfigError, validation_lines
+from controller.platform.recipes import Recipe, SignalName
 from controller.platform.signals import FeedMapping
 from policies.registry import build_policy
 
@@ -176,7 +177,17 @@ class ScrapeSettings(_Strict):
     concurrency: int = Field(16, ge=1, le=1024, description="Feeds fetched at once.")
     max_age_s: float = Field(60.0, gt=0, description="A newer sample than this is required to act.")
     retention_s: float = Field(900.0, gt=0, description="How much history the windows keep.")
-    mapping: FeedMapping = Field(default_factory=FeedMapping)
+    mapping: FeedMapping = Field(
+        default_factory=FeedMapping,
+        description="One series name per signal (the pre-preset config). Set: read every "
+        "endpoint with it (the `custom` preset) unless its rules name a feed_preset; unset: "
+        "presets are detected per endpoint.",
+    )
+
+    @property
+    def custom_mapping(self) -> FeedMapping | None:
+        """The mapping when the config set one, else None (detect presets)."""
+        return self.mapping if "mapping" in self.model_fields_set else None
 
 
 class ServerSettings(_Strict):
@@ -437,6 +448,8 @@ class EndpointRule(_Strict):
     max_step_down: int | None = Field(None, ge=1)
     min_action_interval_s: float | None = Field(None, ge=0, le=86400)
     human_backoff_s: float | None = Field(None, ge=0, le=7 * 86400)
+    feed_preset: str | None = None
+    feed_recipes: dict[SignalName, Recipe] | None = None
 
 
 def _matches(
@@ -549,6 +562,8 @@ def merge_endpoint_settings(
                 for pname, params in v.items():
                     pol[pname] = {**pol.get(pname, {}), **params}
                 merged["policies"] = pol
+            elif k == "feed_recipes":
+                merged[k] = {**merged[k], **v}
             else:
                 merged[k] = v
     return EndpointSettings.model_validate(merged)

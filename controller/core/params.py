@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from controller.platform.presets import AUTO, PRESET_CHOICES
+from controller.platform.recipes import Recipe, SignalName
 
 __all__ = ["SLO", "EndpointSettings", "apply_override"]
 
@@ -82,6 +85,24 @@ class EndpointSettings(_Strict):
         description="Hands off an endpoint for this long after someone else changed it.",
     )
 
+    feed_preset: str = Field(
+        AUTO,
+        description="How the endpoint's feed is read: auto (detected from the families present), "
+        "custom (scrape.mapping), or a preset: " + ", ".join(PRESET_CHOICES[2:]) + ".",
+    )
+    feed_recipes: dict[SignalName, Recipe] = Field(
+        default_factory=dict,
+        description="Per-signal recipes replacing the preset's: signal -> alternatives, each a "
+        "list of series (a name, or {name, match, scale, collapse}); see docs/signals.md.",
+    )
+
+    @field_validator("feed_preset")
+    @classmethod
+    def _preset(cls, v: str) -> str:
+        if v not in PRESET_CHOICES:
+            raise ValueError(f"unknown preset {v!r}; one of {', '.join(PRESET_CHOICES)}")
+        return v
+
     @model_validator(mode="after")
     def _bounds(self) -> EndpointSettings:
         if self.floor > self.ceiling:
@@ -99,8 +120,8 @@ def apply_override(es: EndpointSettings, override: dict[str, Any]) -> EndpointSe
             for name, params in v.items():
                 pols[name] = {**pols.get(name, {}), **(params or {})}
             data["policies"] = pols
-        elif k == "slo" and isinstance(v, dict):
-            data["slo"] = {**data["slo"], **v}
+        elif k in ("slo", "feed_recipes") and isinstance(v, dict):
+            data[k] = {**data[k], **v}
         else:
             data[k] = v
     return EndpointSettings.model_validate(data)

@@ -31,7 +31,8 @@ from controller.daemon.trust import implausible
 from controller.errors import ApiError, AuthError, FeedError
 from controller.platform.client import EndpointsClient
 from controller.platform.models import Endpoint, EndpointState
-from controller.platform.scrape import Scraper
+from controller.platform.presets import AUTO
+from controller.platform.scrape import FeedChoice, Scraper
 from controller.platform.signals import FeedSample
 from controller.platform.windows import WindowStore
 from controller.settings import Settings
@@ -115,8 +116,14 @@ class Governor:
         if cost is not None and cost not in self.observers:
             self.observers.append(cost)
         self._book = PriceBook(settings.pricing.overrides)
+        # How each endpoint's feed is read (its feed_preset / feed_recipes), set per scrape.
+        self._feed_choices: dict[str, FeedChoice] = {}
         self.scraper = Scraper(
-            client, settings.scrape.mapping, concurrency=settings.scrape.concurrency, clock=clock
+            client,
+            settings.scrape.custom_mapping,
+            concurrency=settings.scrape.concurrency,
+            clock=clock,
+            choice=self._feed_choices.get,
         )
         self.windows = WindowStore(retention_s=settings.scrape.retention_s)
         self.actuator = Actuator(client, dry_run=settings.loop.dry_run)
@@ -341,6 +348,14 @@ class Governor:
                 report.feed_errors[key] = f"{res.reason}: {res}"
                 self.metrics.scrape_errors.labels(res.reason).inc()
 
+        self._feed_choices.clear()
+        for ep in live:
+            try:
+                es = self.endpoint_settings(ep)
+            except ValueError:  # reported once by _decide_and_act; read with the defaults here
+                continue
+            if es.feed_preset != AUTO or es.feed_recipes:
+                self._feed_choices[ep.key] = FeedChoice(es.feed_preset, es.feed_recipes)
         keys = [(ep.namespace or "", ep.name) for ep in live]
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):

@@ -9,11 +9,14 @@ platform's published sample has a counter whose samples lack `_total`, a `# UNIT
   parser. That parser accepts the sample: it keeps the family name `http_requests`, renames the
   counter's samples to `http_requests_total`, and skips `# UNIT` lines.
 
-Series are then matched by *sample* name, tolerant of the `_total` suffix either way, so it does not
-matter which parser ran, whether the counter was typed, or whether the config names `x` or
-`x_total`. Which series feeds which signal is configuration (`FeedMapping`), because the platform
-has not published most names. NaN quantiles (a summary with no recent observations) are dropped;
-NaN, infinite or negative values anywhere else make the whole feed unusable (`FeedParseError`).
+Series are then matched by *sample* name, tolerant of the `_total` suffix either way and of `:`
+spelt `_` (OpenMetrics from prometheus_client), so it does not matter which parser ran, whether the
+counter was typed, or which Accept header was sent. Which series feeds which signal is a preset's
+recipes (`controller.platform.recipes`, `presets`: detected from the families present, pinned or
+overridden per endpoint, or the config's `scrape.mapping` as a custom recipe set); see
+docs/signals.md. NaN quantiles (a summary with no recent observations) are dropped; NaN, infinite
+or negative values anywhere else in a series the preset reads make the whole feed unusable
+(`FeedParseError`).
 
 Cost note: prometheus_client 0.26's parsers take ~0.5-0.8 ms on an HF-sized feed, half the
 1.5 ms per-endpoint budget at 10,000 endpoints per 15 s tick. So `_families` first tries
@@ -29,9 +32,8 @@ benchmarks/parse.py and benchmarks/results/parse.md.
 from __future__ import annotations
 
 import asyncio
-import math
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
@@ -44,6 +46,8 @@ from prometheus_client.parser import text_string_to_metric_families as _text_fam
 from controller.clock import Clock
 from controller.errors import AuthError, FeedError, FeedParseError, FeedUnavailable
 from controller.platform.fastparse import parse_text
+from controller.platform.presets import AUTO, choose_preset
+from controller.platform.recipes import Recipe, family_names, reduce_feed
 from controller.platform.signals import (
     STATUS_CLASSES,
     FeedMapping,
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STATUS_CLASSES",
+    "FeedChoice",
     "FeedMapping",
     "FeedSample",
     "Scraper",
@@ -104,121 +109,42 @@ def _locate(text: str) -> str:
     return "no single bad line"
 
 
-def _names(name: str) -> tuple[str, str]:
-    base = name.removesuffix("_total")
-    return base, base + "_total"
-
-
-def _series(name: str, labels: Mapping[str, str]) -> str:
-    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    return f"{name}{{{inner}}}" if inner else name
-
-
-def _checked(name: str, labels: Mapping[str, str], value: float, endpoint: str | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise FeedParseError(
-            f"{_series(name, labels)}: non-numeric value {value!r}", endpoint=endpoint
-        )
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise FeedParseError(f"{_series(name, labels)}: impossible value {v}", endpoint=endpoint)
-    return v
-
-
 def parse_feed(
-    text: str, mapping: FeedMapping, *, at: float, endpoint: str | None = None
+    text: str,
+    mapping: FeedMapping | None = None,
+    *,
+    at: float,
+    endpoint: str | None = None,
+    preset: str = AUTO,
+    overrides: Mapping[str, Recipe] | None = None,
 ) -> FeedSample:
     """Parse one feed body into a `FeedSample` stamped `at` (epoch seconds of the scrape).
 
-    Raises FeedParseError on a malformed body, an impossible value, or a body carrying none of the
-    mapped series. A mapped family that is declared (`# TYPE`) but has no samples counts as known:
-    the feed is well-formed and says "no data points", e.g. no replica running.
+    The body is reduced through a preset's recipes (`controller.platform.recipes`): `preset`
+    pins one by name; `auto` uses `mapping` (the config's `scrape.mapping`) when one is given, as
+    the one recipe set it used to be, else detects the preset from the families present.
+    `overrides` replaces single signals' recipes. Raises FeedParseError on a malformed body, an
+    impossible value, or a body carrying none of the preset's series (none detected).
     """
     if not text.strip():
         raise FeedParseError("empty feed: no known series", endpoint=endpoint)
     families = _families(text, endpoint)
+    chosen = choose_preset(family_names(families), pin=preset, custom=mapping, overrides=overrides)
+    if chosen is None:
+        raise FeedParseError(
+            "no known series in feed: no preset's families present (set feed_preset or "
+            "feed_recipes for this endpoint)",
+            endpoint=endpoint,
+        )
+    return reduce_feed(families, chosen, at=at, endpoint=endpoint)
 
-    per_replica = {"cpu": mapping.cpu, "gpu": mapping.gpu, "memory": mapping.memory}
-    per_replica["gpu_memory"] = mapping.gpu_memory
-    by_name: dict[str, str] = {}
-    for signal, name in (*per_replica.items(), ("pending", mapping.pending)):
-        for alias in _names(name):
-            by_name.setdefault(alias, signal)
-    for alias in _names(mapping.requests):
-        by_name.setdefault(alias, "requests")
-    lat = mapping.latency
-    by_name.setdefault(lat, "latency")
-    by_name.setdefault(lat + "_count", "latency_count")
-    by_name.setdefault(lat + "_sum", "latency_sum")
 
-    known = any(f.name in by_name or f.name + "_total" in by_name for f in families)
-    pending: float | None = None
-    req_series: dict[tuple[str, str], float] = defaultdict(float)
-    quantiles: dict[float, float] = {}
-    lat_count: float | None = None
-    lat_sum: float | None = None
-    acc: dict[str, dict[str, list[float]]] = {s: defaultdict(list) for s in per_replica}
-    replicas: set[str] = set()
-    rl, sl = mapping.replica_label, mapping.status_label
+@dataclass(frozen=True, slots=True)
+class FeedChoice:
+    """How one endpoint's feed is read: a preset name (or `auto`) and per-signal recipes."""
 
-    for sample in (s for f in families for s in f.samples):
-        signal = by_name.get(sample.name)
-        if signal is None:
-            continue
-        known = True
-        labels = sample.labels
-        if signal == "latency":
-            if "quantile" not in labels:
-                continue
-            try:
-                q = float(labels["quantile"])
-            except ValueError:
-                raise FeedParseError(
-                    f"{_series(sample.name, labels)}: bad quantile label", endpoint=endpoint
-                ) from None
-            if isinstance(sample.value, float) and math.isnan(sample.value):
-                continue  # a summary with no observations in its window
-            v = _checked(sample.name, labels, sample.value, endpoint)
-            quantiles[q] = max(v, quantiles.get(q, v))
-            continue
-        v = _checked(sample.name, labels, sample.value, endpoint)
-        replica = labels.get(rl)
-        if replica:
-            replicas.add(replica)
-        if signal == "pending":
-            pending = v + (pending or 0.0)
-        elif signal == "requests":
-            req_series[(replica or "", status_class(labels.get(sl)))] += v
-        elif signal == "latency_count":
-            lat_count = v + (lat_count or 0.0)
-        elif signal == "latency_sum":
-            lat_sum = v + (lat_sum or 0.0)
-        else:
-            acc[signal][replica or ""].append(v)
-
-    if not known:
-        raise FeedParseError("no known series in feed", endpoint=endpoint)
-    requests: dict[str, float] = defaultdict(float)
-    by_replica: dict[str, float] = defaultdict(float)
-    for (replica, cls), v in req_series.items():
-        requests[cls] += v
-        by_replica[replica] += v
-    means = {signal: {r: sum(vs) / len(vs) for r, vs in per.items()} for signal, per in acc.items()}
-    return FeedSample(
-        at=at,
-        pending=pending,
-        requests=dict(requests),
-        requests_by_replica=dict(by_replica),
-        latency=dict(sorted(quantiles.items())),
-        latency_count=lat_count,
-        latency_sum=lat_sum,
-        cpu=means["cpu"],
-        gpu=means["gpu"],
-        memory=means["memory"],
-        gpu_memory=means["gpu_memory"],
-        replicas_seen=frozenset(replicas),
-        request_series=dict(req_series),
-    )
+    preset: str = AUTO
+    overrides: Mapping[str, Recipe] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------- scraping
@@ -230,15 +156,19 @@ class Scraper:
     def __init__(
         self,
         client: EndpointsClient,
-        mapping: FeedMapping,
+        mapping: FeedMapping | None = None,
         *,
         concurrency: int = 16,
         clock: Clock,
+        choice: Callable[[str], FeedChoice | None] | None = None,
     ) -> None:
+        """`mapping`: the config's `scrape.mapping` (None: presets detected); `choice(key)`: the
+        endpoint's pinned preset and recipe overrides (its `EndpointSettings`)."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self._client = client
         self._mapping = mapping
+        self._choice = choice
         self._concurrency = concurrency
         self._clock = clock
 
@@ -292,7 +222,16 @@ class Scraper:
                 return key, err
             at = self._clock.now()
         try:
-            return key, parse_feed(text, self._mapping, at=at, endpoint=key)
+            how = (self._choice(key) if self._choice is not None else None) or FeedChoice()
+            sample = parse_feed(
+                text,
+                self._mapping,
+                at=at,
+                endpoint=key,
+                preset=how.preset,
+                overrides=how.overrides,
+            )
+            return key, sample
         except FeedParseError as exc:
             log.debug("feed_parse_error", endpoint=key, error=str(exc))
             return key, exc

@@ -14,7 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["STATUS_CLASSES", "FeedMapping", "FeedSample", "Signal", "status_class"]
 
-Signal = Literal["pending", "cpu", "gpu", "memory", "gpu_memory"]
+# `pending` is the requests in flight (queued + in service), as the policies read it; `waiting` and
+# `running` are its two parts where the feed tells them apart; `kv_cache` is percent, per replica.
+Signal = Literal["pending", "cpu", "gpu", "memory", "gpu_memory", "waiting", "running", "kv_cache"]
+_SCALAR_SIGNALS = ("pending", "waiting", "running")
 
 STATUS_CLASSES: tuple[str, ...] = ("2xx", "3xx", "4xx", "5xx", "other")
 
@@ -78,6 +81,7 @@ class FeedSample:
 
     Counters are cumulative as scraped; rates are the windows' business. `request_series` keeps the
     counters per (replica, status class), the granularity at which counter resets are detected.
+    `preset` names the recipe set the feed was read with (`controller.platform.presets`).
     """
 
     at: float
@@ -93,6 +97,9 @@ class FeedSample:
     gpu_memory: Mapping[str, float] = field(default_factory=dict)
     replicas_seen: frozenset[str] = frozenset()
     request_series: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    waiting: float | None = None
+    running: float | None = None
+    kv_cache: Mapping[str, float] = field(default_factory=dict)
     preset: str | None = None  # the feed-name preset the sample was read with, when one was
 
     @property
@@ -117,9 +124,9 @@ class FeedSample:
         return sum(self.requests.values())
 
     def value(self, signal: Signal) -> float | None:
-        """The sample's scalar for `signal`: pending as is, per-replica signals averaged."""
-        if signal == "pending":
-            return self.pending
+        """The sample's scalar for `signal`: counts as they are, per-replica signals averaged."""
+        if signal in _SCALAR_SIGNALS:
+            return getattr(self, signal)  # type: ignore[no-any-return]
         return _mean(getattr(self, signal))
 
 

@@ -6,17 +6,18 @@ shifting it, and a window with nothing recent says "no data" (None) rather than 
 Nothing here reads a clock.
 
 Memory: a window keeps the full latest `FeedSample` and, per older sample, only a compact point:
-the five scalar signals (per-replica signals already averaged over replicas), running totals of the
-reset-safe request increase (overall and per status class), and the latency summary's `_count` and
-`_sum` as scraped (for the derived in-flight count, `derived_in_flight`). Rates over any span are
-then one subtraction, like a Knative running sum. Points live in two flat `array('d')`s, not as
-Python objects (each point was three GC-tracked objects and a dozen float objects, ~500 bytes):
-`_at` holds the timestamps (sorted, so a span is found by bisection) and `_data` one row of
-`_stride` doubles per point. A row only has columns for the signals and totals this endpoint has
-ever had: a signal never seen is NaN ("no value") in every point and a status class never served is
-0.0, so neither is stored until it appears (the rows are then widened once). A typical endpoint
-(five signals, 2xx only, a latency summary) costs 80 bytes per point: ~5 KB for 15 minutes of 15 s
-ticks. A NaN signal value therefore reads as missing; `parse_feed` never produces one.
+one scalar per signal of `SIGNALS` (per-replica signals already averaged over replicas), running
+totals of the reset-safe request increase (overall and per status class), and the latency summary's
+`_count` and `_sum` as scraped (for the derived in-flight count, `derived_in_flight`). Rates over
+any span are then one subtraction, like a Knative running sum. Points live in two flat
+`array('d')`s, not as Python objects (each point was three GC-tracked objects and a dozen float
+objects, ~500 bytes): `_at` holds the timestamps (sorted, so a span is found by bisection) and
+`_data` one row of `_stride` doubles per point. A row only has columns for the signals and totals
+this endpoint has ever had: a signal never seen is NaN ("no value") in every point and a status
+class never served is 0.0, so neither is stored until it appears (the rows are then widened once).
+A typical endpoint (five signals, 2xx only, a latency summary) costs 80 bytes per point: ~5 KB for
+15 minutes of 15 s ticks. A NaN signal value therefore reads as missing; `parse_feed` never
+produces one.
 
 Counter resets follow Prometheus `rate()` per series, a series being one (replica, status class)
 counter: a decrease means the counter restarted, so its new value is all increase; a series never
@@ -36,7 +37,16 @@ from controller.platform.signals import STATUS_CLASSES, FeedSample, Signal
 
 __all__ = ["READINGS", "SIGNALS", "EndpointWindow", "InFlight", "WindowStore"]
 
-SIGNALS: tuple[Signal, ...] = ("pending", "cpu", "gpu", "memory", "gpu_memory")
+SIGNALS: tuple[Signal, ...] = (
+    "pending",
+    "cpu",
+    "gpu",
+    "memory",
+    "gpu_memory",
+    "waiting",
+    "running",
+    "kv_cache",
+)
 _SIGNAL_INDEX = {s: i for i, s in enumerate(SIGNALS)}
 _CLASS_INDEX = {c: i + 1 for i, c in enumerate(STATUS_CLASSES)}  # 0 is "all classes"
 _NAN = float("nan")
