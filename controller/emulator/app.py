@@ -325,8 +325,10 @@ class _Api:
 
     async def metrics(self, request: Request, user: UserRef | None) -> Response:
         p = request.path_params
-        text = self.st.platform.render_metrics(p["ns"], p["name"])
-        return Response(text, media_type=self.st.config.metrics_content_type)
+        # An engine rendered by prometheus_client answers OpenMetrics when asked, as it would.
+        om = "application/openmetrics-text" in request.headers.get("accept", "")
+        text, media = self.st.platform.render_feed(p["ns"], p["name"], openmetrics=om)
+        return Response(text, media_type=media or self.st.config.metrics_content_type)
 
     async def provider(self, request: Request, user: UserRef | None) -> Response:
         return JSONResponse(self.st.platform.provider(request.path_params.get("ns")))

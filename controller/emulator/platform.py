@@ -103,6 +103,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from controller.cost.pricing import PriceRow, load_pricing, lookup_price
+from controller.emulator.engines import (
+    FEED_SHAPES,
+    EngineLoad,
+    LatencyHistogram,
+    histogram_bounds,
+    render_engine,
+)
 from controller.emulator.load import LoadPattern, Trace
 from controller.emulator.schema import (
     PARALLEL_VARIANTS,
@@ -123,6 +130,17 @@ __all__ = [
     "SimParams",
 ]
 
+FeedShape = Literal[
+    "full",
+    "published",
+    "tgi",
+    "vllm",
+    "vllm-v0",
+    "tei",
+    "llamacpp",
+    "sglang",
+    "hf-toolkit",
+]
 S = EndpointState
 SERVING = frozenset({S.RUNNING, S.INITIALIZING, S.UPDATING})
 _HOLDABLE = SERVING | {S.PENDING, S.SCALED_TO_ZERO}  # states whose proxy holds a request
@@ -180,8 +198,9 @@ class PlatformConfig:
     latency_summary: Literal["window", "cumulative"] = "window"
     # "full": the emulator's feed (pending_requests and the GPU series besides the sample's);
     # "published": only what the platform's published sample shows (latency_distribution,
-    # http_requests, cpu/memory percent): no pending-requests series at all.
-    feed_shape: Literal["full", "published"] = "full"
+    # http_requests, cpu/memory percent): no pending-requests series at all; or an engine's own
+    # feed (`engines.ENGINE_FEEDS`). An endpoint's `SimParams.feed` overrides it.
+    feed_shape: FeedShape = "full"
     removed_series_retention_s: _Seconds = 300.0
     default_max_accelerators: Annotated[int, Field(ge=0, le=10_000_000)] = 32
     quota_error_status: Annotated[int, Field(ge=400, le=599)] = 400
@@ -210,6 +229,12 @@ class SimParams:
     # Load-pattern requests that find no ready replica are held at the proxy this long (the
     # clients' `X-Scale-Up-Timeout`, waking a scaledToZero endpoint) instead of 503 at once.
     hold_s: float | None = None
+    # The feed shape its open-metrics route serves (`engines.FEED_SHAPES`); None: `feed_shape`.
+    feed: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.feed is not None and self.feed not in FEED_SHAPES:
+            raise ValueError(f"feed: unknown shape {self.feed!r}; one of {', '.join(FEED_SHAPES)}")
 
 
 @dataclass
@@ -308,6 +333,7 @@ class _Endpoint:
         self.lat_window: deque[tuple[float, float]] = deque()
         self.lat_count = 0
         self.lat_sum = 0.0
+        self.hist: LatencyHistogram | None = None  # the engine feed's latency histogram
         self.samples: deque[tuple[float, int, int, float]] = deque(maxlen=128)
         self.closed_seconds = 0.0
         self.closed_minutes: dict[float, int] = {}
@@ -603,6 +629,8 @@ class Platform:
             ep.lat_window.append((fin, lat))
             ep.lat_count += 1
             ep.lat_sum += lat
+            if ep.hist is not None:
+                ep.hist.observe(lat)
             ep.last_request_at = fin
             if ticket is not None:
                 ticket.status, ticket.status_code = "done", 200
@@ -1206,6 +1234,7 @@ class Platform:
                 f"name: namespace {ns} already has {cap} endpoints (max_endpoints_per_namespace)",
             )
         ep = _Endpoint(ns, spec, row, sim or SimParams(), self.seed)
+        self._histogram(ep)
         t = self._now
         ep.created_at = ep.updated_at = ep.last_request_at = t
         ep.created_by = ep.updated_by = _user(by)
@@ -1457,8 +1486,48 @@ class Platform:
         ep = self._ep(ns, name)
         return len(ep.queue) + len(ep.inflight)
 
-    def render_metrics(self, ns: str, name: str) -> str:
-        """The endpoint's metrics feed in Prometheus text style (no `# EOF`)."""
+    def _feed(self, ep: _Endpoint) -> str:
+        return ep.sim.feed or self.config.feed_shape
+
+    def feed_shape(self, ns: str, name: str) -> str:
+        return self._feed(self._ep(ns, name))
+
+    def _histogram(self, ep: _Endpoint) -> LatencyHistogram | None:
+        """The endpoint's engine latency histogram, started when its shape first needs one."""
+        bounds = histogram_bounds(self._feed(ep))
+        if bounds is not None and (ep.hist is None or ep.hist.bounds != bounds):
+            ep.hist = LatencyHistogram(bounds)
+        return ep.hist if bounds is not None else None
+
+    def engine_load(self, ns: str, name: str) -> EngineLoad:
+        """What the endpoint's engine reports now: its queue, batch and completions."""
+        ep = self._ep(ns, name)
+        hist = self._histogram(ep)
+        ready = [r for r in ep.replicas if r.ready_at <= self._now] if ep.state in SERVING else []
+        return EngineLoad(
+            waiting=len(ep.queue),
+            running=len(ep.inflight),
+            capacity=len(ready) * self._concurrency(ep),
+            completed=ep.served,
+            latency_count=hist.count if hist is not None else ep.lat_count,
+            latency_sum=hist.total if hist is not None else ep.lat_sum,
+            histogram=hist,
+            created=ep.created_at,
+        )
+
+    def render_feed(
+        self, ns: str, name: str, *, openmetrics: bool = False
+    ) -> tuple[str, str | None]:
+        """(body, content type) of the endpoint's feed in its shape; None: the platform's
+        configured content type (`metrics_content_type`)."""
+        feed = self.feed_shape(ns, name)
+        if feed in ("full", "published"):
+            return self.render_metrics(ns, name, published=feed == "published"), None
+        return render_engine(feed, self.engine_load(ns, name), openmetrics=openmetrics)
+
+    def render_metrics(self, ns: str, name: str, *, published: bool | None = None) -> str:
+        """The endpoint's platform feed in Prometheus text style (no `# EOF`). `published`: just
+        the families of the platform's published sample (None: as `feed_shape` says)."""
         ep = self._ep(ns, name)
         now = self._now
         lines = [
@@ -1476,7 +1545,8 @@ class Platform:
         ]
         for (rid, code), n in sorted(ep.counters.items()):
             lines.append(f'http_requests{{replica_id="{rid}",status_code="{code}"}} {n}')
-        published = self.config.feed_shape == "published"
+        if published is None:
+            published = self.config.feed_shape == "published"
         if not published:
             lines += [
                 "# HELP pending_requests Requests waiting or in service",

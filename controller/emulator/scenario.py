@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from controller.emulator.app import EmulatorConfig
 from controller.emulator.load import Burst, Constant, Diurnal, LoadPattern, Piecewise
-from controller.emulator.platform import Platform, PlatformConfig, SimParams
+from controller.emulator.platform import FeedShape, Platform, PlatformConfig, SimParams
 from controller.errors import ConfigError, validation_lines
 from controller.platform.models import UserRef
 
@@ -253,6 +253,8 @@ class _ScenarioEndpoint(BaseModel):
     cold_start_s: float | None = Field(None, ge=0)
     concurrency: int | None = Field(None, ge=1)
     service_time_s: float | None = Field(None, gt=0)
+    # The feed shape its open-metrics route serves: the platform's, or an engine's own.
+    feed: FeedShape | None = None
 
 
 class _ScenarioFile(BaseModel):
@@ -302,7 +304,10 @@ def load_scenario(path: str | Path, *, token: str = "emulator-token") -> Scenari
         )
         body["provider"] = {"vendor": e.vendor, "region": e.region}
         sim = SimParams(
-            cold_start_s=e.cold_start_s, concurrency=e.concurrency, service_time_s=e.service_time_s
+            cold_start_s=e.cold_start_s,
+            concurrency=e.concurrency,
+            service_time_s=e.service_time_s,
+            feed=e.feed,
         )
         eps.append(EndpointSpec(name=e.name, body=body, load=load, sim=sim))
     emulator_configs(data.settings, where=f"{p}: settings")  # named errors now, not at start
