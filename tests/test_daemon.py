@@ -136,6 +136,8 @@ async def test_plan_prints_table_and_changes_nothing(tmp_path):
     assert "ENDPOINT" in text
     assert "acme/chat" in text
     assert "why:" in text
+    # The feed as read: the detected preset and the signal values the decision used.
+    assert "feed: preset platform, in flight " in text, text
     assert "not managed (never touched): acme/other" in text
     assert [c for c in calls if c["method"] != "GET"] == []
     assert TOKEN not in text + err.decode()

@@ -12,13 +12,38 @@ from controller.clock import WallClock
 from controller.daemon.autopilot import override_for
 from controller.daemon.loop import Governor, TickReport
 from controller.platform.client import make_client
+from controller.platform.recipes import PER_REPLICA
+from controller.platform.signals import FeedSample
+from controller.platform.windows import SIGNALS, WindowStore
 from controller.settings import Settings
 
-__all__ = ["render_plan", "run_plan"]
+__all__ = ["describe_signals", "render_plan", "run_plan"]
 
 
-def render_plan(report: TickReport, *, out: TextIO) -> None:
-    """The `governor plan` table: what Governor would do for each managed endpoint, and why."""
+def describe_signals(sample: FeedSample) -> str:
+    """The feed as Governor read it: the preset and the value of every signal it carried."""
+    parts = [f"preset {sample.preset or '-'}"]
+    for signal in SIGNALS:
+        v = sample.value(signal)
+        if v is not None:
+            unit = "%" if signal in PER_REPLICA else ""
+            parts.append(f"{_LABELS.get(signal, signal)} {v:.4g}{unit}")
+    parts.append(f"requests {sample.total_requests:.6g} (cumulative)")
+    if sample.latency_count is not None and sample.latency_sum is not None:
+        mean = sample.latency_sum / sample.latency_count if sample.latency_count > 0 else None
+        parts.append(
+            f"latency n={sample.latency_count:.6g}"
+            + (f" mean {mean:.3g}s" if mean is not None else "")
+        )
+    return ", ".join(parts)
+
+
+_LABELS = {"pending": "in flight"}
+
+
+def render_plan(report: TickReport, *, out: TextIO, windows: WindowStore | None = None) -> None:
+    """The `governor plan` table: what Governor would do for each managed endpoint, and why;
+    with `windows`, also each endpoint's feed preset and the signal values the decision read."""
     header = ("ENDPOINT", "STATE", "CURRENT", "DESIRED", "ACTION", "POLICY", "REASON")
     rows = [header]
     for e in report.entries:
@@ -43,6 +68,10 @@ def render_plan(report: TickReport, *, out: TextIO) -> None:
             out.write(f"  {e.decision.key}: {e.decision.message}\n")
             if e.outcome is not None:
                 out.write(f"    -> {e.outcome.result.value}: {e.outcome.detail}\n")
+            key = e.decision.key
+            latest = windows[key].latest if windows is not None and key in windows else None
+            if latest is not None:
+                out.write(f"    feed: {describe_signals(latest)}\n")
     for ns, err in report.namespace_errors.items():
         out.write(f"\nnamespace {ns}: listing failed: {err}\n")
     if report.blind:
@@ -87,7 +116,7 @@ async def run_plan(settings: Settings, *, out: TextIO) -> int:
             if st.get("safety") is not None:
                 gov.overrides[key] = override_for(float(st["safety"]))
         report = await gov.tick()
-    render_plan(report, out=out)
+    render_plan(report, out=out, windows=gov.windows)
     shown = [
         (e.decision.key, auto[e.decision.key]) for e in report.entries if e.decision.key in auto
     ]

@@ -115,7 +115,7 @@ async def _run_locked(
                 gov.overrides.update(gov.autopilot.overrides())
             if once:
                 report = await gov.tick()
-                render_plan(report, out=sys.stdout)
+                render_plan(report, out=sys.stdout, windows=gov.windows)
                 return 1 if report.blind else 0
             stop = asyncio.Event()
             if elector is not None:
