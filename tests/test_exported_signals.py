@@ -50,7 +50,8 @@ async def test_signals_as_read_follow_the_feed_and_vanish_when_unmanaged(world: 
         lbl = {"namespace": NS, "endpoint": "chat"}
         src = "governor_endpoint_signal_source"
         assert metric(scraped, src, **lbl, signal="in_flight", source="pending") == 1.0
-        assert metric(scraped, "governor_endpoint_preset_info", **lbl, preset="none") == 1.0
+        # The preset detected from the feed (the emulator serves the platform shape).
+        assert metric(scraped, "governor_endpoint_preset_info", **lbl, preset="platform") == 1.0
         assert signals(scraped, "quiet")["request_rate"] == 0.0
 
         await world.human("PUT", f"/endpoint/{NS}/chat", json={"tags": []})

@@ -136,7 +136,7 @@ class _EndpointCollector(Collector):
         )
         preset = GaugeMetricFamily(
             "governor_endpoint_preset_info",
-            "1 for the feed preset Governor reads the endpoint's feed with (none: the mapping).",
+            "1 for the feed preset Governor read the endpoint's latest feed with.",
             labels=["namespace", "endpoint", "preset"],
         )
         for g in self.metrics.endpoints.values():
