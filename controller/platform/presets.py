@@ -97,10 +97,12 @@ def _engine(
     kv_cache: Sequence[Mapping[str, Any]] = (),
 ) -> Preset:
     """An engine's preset: its load gauges, with the platform's families as the fallbacks."""
+    # In flight = waiting + running; one part alone only if the feed lacks the other. An engine
+    # with no running gauge at all (TEI) says nothing about in flight: the platform's pending
+    # series, else the in-flight count derived from its request rate and latency, is used.
     pending: list[list[Any]] = []
     if waiting is not None and running is not None:
-        pending.append([waiting, running])
-    pending += [[g] for g in (waiting, running) if g is not None]
+        pending += [[waiting, running], [waiting], [running]]
     pending.append(["pending_requests"])
     recipes: dict[str, Recipe] = {"pending": _r(*pending), **_HARDWARE}
     if waiting is not None:
@@ -128,7 +130,8 @@ def _engine(
 # huggingface/text-generation-inference, backends/v3/src/queue.rs (stored 120d577):
 # `metrics::gauge!("tgi_queue_size")` incremented on append, set to the queue length when a batch
 # is formed; backends/v3/src/backend.rs: `tgi_batch_current_size` gauge (the running batch);
-# router/src/server.rs: `metrics::counter!("tgi_request_count")` per request received;
+# router/src/server.rs: `tgi_request_count` per request received and `tgi_request_success` per
+# request completed (the one read: completions, as the windows' rates and Little's law want);
 # `tgi_request_duration` histogram in seconds. metrics-exporter-prometheus 0.15.3: no `_total`,
 # no labels on these.
 TGI = _engine(
@@ -137,7 +140,7 @@ TGI = _engine(
     "router/src/server.rs (stored 120d577, TGI 3.x)",
     waiting="tgi_queue_size",
     running="tgi_batch_current_size",
-    requests="tgi_request_count",
+    requests="tgi_request_success",
     histogram="tgi_request_duration",
 )
 
@@ -170,15 +173,17 @@ VLLM = _engine(
 # -- TEI -----------------------------------------------------------------------------------------
 # huggingface/text-embeddings-inference core/src/queue.rs: `metrics::gauge!("te_queue_size")`
 # (incremented on append, set after each batch); router/src/http/server.rs:
-# `metrics::counter!("te_request_count", "method" => "single"|"batch")`; `te_request_duration`
-# histogram (s). TEI has no running-batch gauge, so in flight is the queue alone (a lower bound).
+# `metrics::counter!("te_request_count", "method" => "single"|"batch")` per request received and
+# `te_request_success` {method} per success (the one read); `te_request_duration` histogram (s).
+# TEI has no running-batch gauge: its queue is `waiting` only, and in flight is left to the
+# platform's pending series or the derived (Little's law) count.
 TEI = _engine(
     "tei",
     "huggingface/text-embeddings-inference core/src/queue.rs, router/src/http/server.rs "
     "(stored index versions, metrics-exporter-prometheus 0.15)",
     waiting="te_queue_size",
     running=None,
-    requests="te_request_count",
+    requests="te_request_success",
     histogram="te_request_duration",
 )
 
