@@ -176,3 +176,29 @@ def test_every_setting_has_a_default_that_validates():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "emulator.md").read_text()
     missing = [name for name in knob_names() if f"`{name}`" not in docs]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["emulator", "--port", "99999"], "argument --port: 99999 is not in 0..65535"),
+        (["emulator", "--port", "-5"], "argument --port: -5 is not in 0..65535"),
+        (["emulator", "--port", "http"], "argument --port: not a port number: 'http'"),
+        (["emulator", "--host", "no-such-host.invalid"], "cannot listen on host"),
+        (["emulator", "--speed", "0"], "argument --speed: 0 is not in (0, 1000000]"),
+        (["emulator", "--speed", "nan"], "argument --speed: nan is not in"),
+        (["demo", "--speed", "-1"], "argument --speed: -1 is not in"),
+        (["demo", "--minutes", "inf"], "argument --minutes: inf is not in"),
+        (["run", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_flags_are_one_line_with_exit_2(argv, needle, capsys):
+    """Before issue 18: a traceback and exit 1 (bind() overflow, ScaledClock's ValueError, NaN
+    in a timestamp), or argparse's multi-line usage."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -273,3 +273,16 @@ def test_bad_listen_addresses_are_refused(listen, needle):
 def test_good_listen_addresses_pass():
     for listen in ("127.0.0.1:0", "[::1]:9108", "0.0.0.0:9108", "localhost:9108"):
         load_settings(None, overrides={"server": {"listen": listen}}, env={})
+
+
+def test_non_utf8_config_is_one_line_with_exit_2(tmp_path, capsys):
+    p = tmp_path / "g.yaml"
+    p.write_bytes(b"loop: {dry_run: true}\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 28, line 2\)"):
+        load_settings(p, env={})
+    for argv in (["check-config", str(p)], ["run", "--once", "-c", str(p)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "not UTF-8" in err
+        assert "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import socket
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from controller import __version__
 from controller.errors import ConfigError, StateLockedError
@@ -19,8 +22,44 @@ from controller.settings import Settings, load_settings
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (exit 2), like every other start-up error; --help has the rest."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not in 0..65535")
+    return port
+
+
+def _speed(text: str) -> float:
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(speed) or not 0 < speed <= 1e6:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1000000]")
+    return speed
+
+
+def _host(text: str) -> str:
+    """A listen host that resolves, checked before anything starts."""
+    try:
+        socket.getaddrinfo(text.strip("[]"), 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot listen on host {text!r}: {exc}") from None
+    return text.strip("[]")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="governor", description=__doc__.splitlines()[0])
+    p = _Parser(prog="governor", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"governor {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the controller daemon")
@@ -32,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("-c", "--config", help="YAML config file")
     d = sub.add_parser("demo", help="watch Governor scale emulated endpoints (no account needed)")
-    d.add_argument("--speed", type=float, default=60.0, help="virtual seconds per real second")
-    d.add_argument("--minutes", type=float, default=90.0, help="virtual minutes to run")
+    d.add_argument("--speed", type=_speed, default=60.0, help="virtual seconds per real second")
+    d.add_argument("--minutes", type=_speed, default=90.0, help="virtual minutes to run")
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--dry-run", action="store_true")
     d.add_argument(
@@ -42,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         help="virtual time as fast as it goes: seconds, and the same output for the same seed",
     )
     e = sub.add_parser("emulator", help="serve the Endpoints API emulator on loopback")
-    e.add_argument("--host", default="127.0.0.1")
-    e.add_argument("--port", type=int, default=8081)
+    e.add_argument("--host", type=_host, default="127.0.0.1")
+    e.add_argument("--port", type=_port, default=8081)
     e.add_argument(
         "--token",
         action="append",
@@ -51,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a Bearer token it accepts, as user NAME (repeatable; the first is governor-bot "
         "unless named, the others user-2, user-3, ...); none: a random one, printed",
     )
-    e.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
+    e.add_argument("--speed", type=_speed, default=1.0, help="virtual seconds per real second")
     e.add_argument("--seed", type=int, default=7)
     e.add_argument("--scenario", help="YAML file of endpoints and loads (default: the demo's)")
     e.add_argument(
