@@ -175,7 +175,12 @@ class LoopSettings(_Strict):
 
 class ScrapeSettings(_Strict):
     concurrency: int = Field(16, ge=1, le=1024, description="Feeds fetched at once.")
-    max_age_s: float = Field(60.0, gt=0, description="A newer sample than this is required to act.")
+    max_age_s: float = Field(
+        60.0,
+        gt=0,
+        description="A newer sample than this is required to act (its series' own timestamps, "
+        "if any, date it).",
+    )
     retention_s: float = Field(900.0, gt=0, description="How much history the windows keep.")
     mapping: FeedMapping = Field(
         default_factory=FeedMapping,

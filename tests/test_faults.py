@@ -277,3 +277,27 @@ async def test_cli_exits_non_zero_when_it_could_not_see_the_account(tmp_path):
         assert code == 1, (cmd, text[-2000:])
         assert "401" in text, cmd
         assert "Traceback" not in text, cmd
+
+
+@pytest.mark.parametrize("age_s", [3600.0, None])
+async def test_hour_old_samples_in_a_fresh_scrape_are_stale(world: World, age_s: float | None):
+    """Freshness was judged per scrape: a feed re-serving hour-old samples drove a scale-up. Now
+    the oldest sample timestamp dates the sample (the control run, without the fault, scales)."""
+    world.add("chat", load=Constant(12.0), tags=["managed"])
+    pol = {"pending_requests": {"target_per_replica": 1.0}}
+    async with FaultProxy(world.server.root_url, now=world.clock.now) as proxy:
+        s = via(world, proxy, defaults={"ceiling": 6, "policies": pol}, scrape={"max_age_s": 60})
+        if age_s is not None:
+            proxy.add(Fault("stamp", path="open-metrics", age_s=age_s))
+        async with world.client(s) as client:
+            gov = world.governor(s, client, metrics=Metrics())
+            await world.run_ticks(gov, 4)
+    reasons = {e.decision.reason for e in world.entries("chat")}
+    if age_s is None:
+        assert world.scaling("chat")[0] > 1
+        return
+    assert proxy.injected["stamp"] >= 4
+    assert reasons == {Reason.STALE_METRICS}
+    assert await world.writes("chat") == []
+    msg = world.entries("chat")[-1].decision.message
+    assert "s old (max 60s)" in msg

@@ -437,3 +437,17 @@ def test_public_names_exist():
     import controller.platform.scrape as mod
 
     assert all(hasattr(mod, name) for name in mod.__all__)
+
+
+@pytest.mark.parametrize(
+    ("text", "at"),
+    [
+        ("pending_requests 3 1000000\n", 1000.0),  # Prometheus text: ms
+        ("# TYPE pending_requests gauge\npending_requests 3 1000\n# EOF\n", 1000.0),  # seconds
+        ("pending_requests 3 1000000\nunmapped_series 1 1000\n", 1000.0),  # unmapped: ignored
+        ("pending_requests 3 999999000000\n", 5000.0),  # a future timestamp never dates it later
+        ("pending_requests 3\n", 5000.0),  # no timestamp: the scrape's time
+    ],
+)
+def test_a_sample_is_as_old_as_its_oldest_mapped_timestamp(text, at):
+    assert parse_feed(text, MAPPING, at=5000.0).at == at

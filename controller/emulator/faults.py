@@ -41,6 +41,7 @@ FaultKind = Literal[
     "hold_response",  # forward, then keep the answer until `release()` (or drop it)
     "stale_body",  # serve the body first seen for this path since the fault began
     "garbage",  # forward, then replace the body with `body`
+    "stamp",  # forward, then give every sample line of a metrics body a timestamp `age_s` old
 ]
 
 _REASONS = {
@@ -85,6 +86,7 @@ class Fault:
     delay_s: float = 0.0
     chunk_bytes: int = 64
     chunk_interval_s: float = 2.0
+    age_s: float = 3600.0
     set: dict[str, Any] = field(default_factory=dict)
     # Called with (method, path) after the upstream answered a request this fault caught.
     on_forwarded: Callable[[str, str], None] | None = None
@@ -103,6 +105,18 @@ class Fault:
         return re.search(self.path, path) is not None
 
 
+def _stamp(content: bytes, t: float) -> bytes:
+    """Append timestamp `t` to each sample line: seconds in OpenMetrics, ms in Prometheus text."""
+    text = content.decode("utf-8", "replace")
+    openmetrics = text.rstrip().endswith("# EOF")
+    ts = f"{t:.3f}" if openmetrics else str(int(t * 1000))
+    lines = [
+        f"{line} {ts}" if line.strip() and not line.startswith("#") else line
+        for line in text.split("\n")
+    ]
+    return "\n".join(lines).encode()
+
+
 def _set_path(obj: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     for p in parts[:-1]:
@@ -117,9 +131,16 @@ class FaultProxy:
     """See the module docstring. `injected` counts applied faults by kind."""
 
     def __init__(
-        self, upstream: str, *, host: str = "127.0.0.1", port: int = 0, seed: int = 0
+        self,
+        upstream: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.upstream = upstream.rstrip("/")
+        self.now = now  # the platform's time base, for `stamp` timestamps
         self.host, self.port = host, port
         self.faults: list[Fault] = []
         self.injected: Counter[str] = Counter()
@@ -287,6 +308,8 @@ class FaultProxy:
             content = fault.body.encode()
         elif fault.kind == "stale_body":
             content = fault._stale.setdefault(path, content)
+        elif fault.kind == "stamp":
+            content = _stamp(content, self.now() - fault.age_s)
         if fault.kind == "slow_body":
             await self._write_slowly(writer, resp.status_code, out_headers, content, fault)
         else:

@@ -352,10 +352,23 @@ def family_names(families: Iterable[_Family]) -> frozenset[str]:
     return frozenset(names)
 
 
+def _oldest(families: Iterable[_Family], wanted: frozenset[str], at: float) -> float:
+    """`at`, or the oldest sample timestamp among the wanted series if earlier (never later)."""
+    oldest = at
+    for family in families:
+        for sample in family.samples:
+            ts = sample.timestamp
+            if ts is not None and base_name(sample.name) in wanted:
+                oldest = min(oldest, float(ts))
+    return oldest
+
+
 def reduce_feed(
     families: Sequence[_Family], preset: Preset, *, at: float, endpoint: str | None = None
 ) -> FeedSample:
-    """One parsed feed -> a `FeedSample` through `preset`'s recipes, stamped `at`.
+    """One parsed feed -> a `FeedSample` through `preset`'s recipes, stamped `at` (the scrape's
+    time), or with the oldest timestamp a wanted series carries when that is earlier: freshness
+    is judged per sample, so a feed re-serving hour-old samples is an hour old (issue 18).
 
     Raises FeedParseError for an impossible value in a series the preset reads, or when the feed
     has none of the preset's families at all (declared-but-empty families count: a feed that
@@ -375,7 +388,7 @@ def reduce_feed(
     replicas = {labels[rl] for rows in idx.values() for labels, _ in rows if labels.get(rl)}
     per = {s: _per_replica(r.get(s), idx, rl) for s in PER_REPLICA}
     return FeedSample(
-        at=at,
+        at=_oldest(families, wanted, at),
         pending=_scalar(r.get("pending"), idx),
         waiting=_scalar(r.get("waiting"), idx),
         running=_scalar(r.get("running"), idx),
