@@ -113,6 +113,9 @@ class EndpointMemory:
     # `status.updatedAt` (epoch s) as of Governor's last look or write: a newer one is a person.
     last_known_update: float | None = None
     backoff_until: float | None = None
+    # A write sent before Governor knew its API identity and not yet acknowledged: when it was sent
+    # (Governor's clock) and what it asked for ({"at", "min", "max"} or {"at", "state"}).
+    unacked_write: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -126,6 +129,7 @@ class EndpointMemory:
             "paused_by_governor": self.paused_by_governor,
             "last_known_update": self.last_known_update,
             "backoff_until": self.backoff_until,
+            "unacked_write": dict(self.unacked_write) if self.unacked_write else None,
         }
 
     @classmethod
@@ -141,6 +145,7 @@ class EndpointMemory:
             paused_by_governor=data.get("paused_by_governor"),
             last_known_update=data.get("last_known_update"),
             backoff_until=data.get("backoff_until"),
+            unacked_write=data.get("unacked_write"),
         )
 
 

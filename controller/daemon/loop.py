@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -402,6 +402,7 @@ class Governor:
         for ep in managed:
             key = ep.key
             es = ess[key]
+            self._adopt_unacked_write(ep, now)
             ctx = contexts.get(key, EndpointContext())
             window = self.windows.get(key)
             decision, mem = decide(
@@ -476,22 +477,49 @@ class Governor:
             # tick sees a paused endpoint it may resume, not a person's pause.
             why = decision.pause_reason or decision.policy or "governor"
             mem = replace(mem, paused_by_governor=why)
+        if self.identity is None and not self.actuator.dry_run:
+            mem = replace(mem, unacked_write=_asked(decision, now))
         self.memory[key] = mem
         self._persist(key, mem, now)
 
         def written(fresh: Endpoint) -> None:
             cur = self.memory.get(key, mem)
-            self.memory[key] = replace(cur, last_known_update=fresh.status.updated_at.timestamp())
+            self.memory[key] = replace(
+                cur, last_known_update=fresh.status.updated_at.timestamp(), unacked_write=None
+            )
             by = fresh.status.updated_by
             if by is not None and by.name != self.identity:
-                self.identity = by.name
-                if self.store is not None:
-                    self.store.save_identity(by.name)
-                if self.on_identity is not None:
-                    self.on_identity(by.name)
+                self._learn_identity(by.name)
             self._persist(key, self.memory[key], now)
 
         return await self.actuator.apply(decision, ep, on_write=written)
+
+    def _learn_identity(self, name: str) -> None:
+        self.identity = name
+        if self.store is not None:
+            self.store.save_identity(name)
+        if self.on_identity is not None:
+            self.on_identity(name)
+
+    def _adopt_unacked_write(self, ep: Endpoint, now: float) -> None:
+        """A write sent before the identity was known, whose answer never came (lost, or a kill
+        -9 before it arrived): if the listing shows exactly that change, made after it was sent,
+        the change is Governor's own and its author is Governor's identity."""
+        mem = self.memory.get(ep.key)
+        if mem is None or mem.unacked_write is None:
+            return
+        asked = mem.unacked_write
+        st = ep.status
+        updated = st.updated_at.timestamp()
+        after = updated >= float(asked.get("at", now)) - self.settings.api.max_clock_skew_s
+        if self.identity is None and st.updated_by is not None and after and _shows(ep, asked):
+            log.info("identity_learnt_from_unacknowledged_write", endpoint=ep.key)
+            self._learn_identity(st.updated_by.name)
+            mem = replace(mem, last_known_update=updated)
+        # Either it was the write (adopted above), or something else happened since: from here
+        # the usual rules (a change by another name is a person's) apply.
+        self.memory[ep.key] = replace(mem, unacked_write=None)
+        self._persist(ep.key, self.memory[ep.key], now)
 
     def _persist(self, key: str, mem: EndpointMemory, now: float) -> None:
         if self.store is not None and not self.actuator.dry_run:
@@ -630,3 +658,25 @@ class Governor:
         self.health.stopping = True
         if notifier is not None:
             notifier.stopping()
+
+
+def _asked(decision: Decision, now: float) -> dict[str, Any]:
+    """What a write asks for, to recognise it in a later listing."""
+    if decision.action is Action.PAUSE:
+        return {"at": now, "state": EndpointState.PAUSED.value}
+    if decision.action is Action.RESUME:
+        return {"at": now, "state": "resumed"}
+    if decision.action is Action.SCALE_TO_ZERO:
+        return {"at": now, "state": EndpointState.SCALED_TO_ZERO.value}
+    lo, hi = decision.bounds if decision.bounds is not None else (None, None)
+    return {"at": now, "min": lo, "max": hi}
+
+
+def _shows(ep: Endpoint, asked: Mapping[str, Any]) -> bool:
+    state = asked.get("state")
+    if state == "resumed":
+        return ep.state is not EndpointState.PAUSED
+    if state is not None:
+        return ep.state.value == state
+    sc = ep.compute.scaling
+    return (sc.min_replica, sc.max_replica) == (asked.get("min"), asked.get("max"))
