@@ -357,3 +357,37 @@ async def test_a_persons_edit_after_a_lost_first_write_is_still_a_person(
     store.close()
     assert world.entries("chat")[-1].decision.reason is Reason.HUMAN_OVERRIDE
     assert world.scaling("chat") == (2, 2)
+
+
+async def test_a_trickled_feed_hits_its_own_total_deadline(world: World, proxy: FaultProxy):
+    """Without a tick budget to cut it, one feed GET still ends at `api.timeout_s` in total (it
+    had only per-read timeouts, which a trickle of 16 bytes per 0.3 s never trips)."""
+    world.add("chat", load=Constant(2.0), tags=["managed"])
+    s = via(world, proxy, api={"timeout_s": 1.0, "max_attempts": 1}, loop={"tick_budget_s": 600})
+    async with world.client(s) as client:
+        gov = world.governor(s, client, metrics=Metrics())
+        proxy.add(
+            Fault("slow_body", path="chat/open-metrics", chunk_bytes=16, chunk_interval_s=0.3)
+        )
+        world.clock.advance(15)
+        report = await asyncio.wait_for(gov.tick(), 20)
+    assert proxy.injected["slow_body"] == 1
+    assert report.skipped == {}
+    assert f"{NS}/chat" in report.feed_errors
+    assert "skipped" not in report.feed_errors[f"{NS}/chat"]
+
+
+async def test_retries_end_at_the_call_deadline(world: World, proxy: FaultProxy):
+    """Ten attempts of 0.3 s each, retried: the whole call, waits included, ends at
+    `api.call_deadline_s` (1 s), not after ten timeouts."""
+    world.add("chat", load=Constant(2.0), tags=["managed"])
+    api = {"timeout_s": 0.3, "max_attempts": 10, "call_deadline_s": 1.0}
+    s = via(world, proxy, api=api)
+    async with world.client(s) as client:
+        gov = world.governor(s, client, metrics=Metrics())
+        proxy.add(Fault("delay", path=LIST, delay_s=5))
+        world.clock.advance(15)
+        report = await asyncio.wait_for(gov.tick(), 20)
+    assert report.failed == "discovery"
+    assert "within the call deadline of 1s" in report.namespace_errors[NS]
+    assert 2 <= proxy.injected["delay"] < 10

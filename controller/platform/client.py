@@ -735,8 +735,13 @@ class EndpointsClient:
         self._feed_session = aiohttp.ClientSession(
             headers=headers,
             connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=ssl_context),
+            # `total` as well as the per-phase ones: a body trickled a few bytes at a time never
+            # trips a per-read timeout (issue 18: 16 bytes per 2 s held a tick).
             timeout=aiohttp.ClientTimeout(
-                connect=self._timeout_s, sock_connect=self._timeout_s, sock_read=self._timeout_s
+                total=self._timeout_s,
+                connect=self._timeout_s,
+                sock_connect=self._timeout_s,
+                sock_read=self._timeout_s,
             ),
         )
         return self._feed_session
