@@ -357,7 +357,7 @@ def _oldest(families: Iterable[_Family], wanted: frozenset[str], at: float) -> f
     oldest = at
     for family in families:
         for sample in family.samples:
-            ts = sample.timestamp
+            ts = getattr(sample, "timestamp", None)  # prometheus_client Samples carry one
             if ts is not None and base_name(sample.name) in wanted:
                 oldest = min(oldest, float(ts))
     return oldest
