@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,9 +49,29 @@ class LoopServer:
         self._server: _NoSignalServer | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def _bind(self) -> socket.socket:
+        """The listening socket, bound here rather than by uvicorn: uvicorn logs a bind failure
+        on its own logger and exits the process; this raises one OSError naming the server, the
+        address and the cause ("address already in use")."""
+        try:
+            family, kind, proto, _, addr = socket.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:
+            raise OSError(f"{self._listen_error()}: {exc.strerror or exc}") from None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"{self._listen_error()}: {exc.strerror or exc}") from None
+        return sock
+
     async def start(self) -> None:
+        sock = self._bind()
         server = self._server = _NoSignalServer(self._config)
-        self._task = asyncio.create_task(self._serve(server), name=self.what)
+        self._task = asyncio.create_task(self._serve(server, sock), name=self.what)
         while not server.started:
             if self._task.done():
                 self._task.result()  # raises what made the server stop
@@ -58,11 +79,13 @@ class LoopServer:
             await asyncio.sleep(0.005)
         self.port = server.servers[0].sockets[0].getsockname()[1]
 
-    async def _serve(self, server: uvicorn.Server) -> None:
+    async def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
         try:
-            await server.serve()
-        except SystemExit:  # uvicorn exits the process when it cannot bind; we must not
+            await server.serve(sockets=[sock])
+        except SystemExit:  # uvicorn exits the process when it cannot serve; we must not
             raise self._listen_error() from None
+        finally:
+            sock.close()
 
     def _listen_error(self) -> OSError:
         return OSError(f"{self.what} could not listen on {self.host}:{self.port}")
@@ -70,5 +93,10 @@ class LoopServer:
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
-            await self._task
-            self._task = None
+            started = self._server.started
+            task, self._task = self._task, None
+            if started:
+                await task
+            else:  # it never listened: start() already raised why; do not raise it twice
+                with contextlib.suppress(Exception):
+                    await task

@@ -20,7 +20,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -33,7 +33,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from controller.core.params import EndpointSettings
 from controller.cost.pricing import load_pricing
@@ -43,6 +48,8 @@ from controller.platform.signals import FeedMapping
 from policies.registry import build_policy
 
 __all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_PATHS",
     "ApiSettings",
     "Budget",
     "BudgetThresholds",
@@ -58,6 +65,7 @@ __all__ = [
     "QuotaLimit",
     "QuotaSettings",
     "Settings",
+    "find_config",
     "format_validation_error",
     "hf_token_path",
     "load_settings",
@@ -484,7 +492,10 @@ class Settings(BaseSettings):
     )
 
     api: ApiSettings = Field(default_factory=ApiSettings)
-    namespaces: list[str] = Field(default_factory=list, description="Namespaces to discover.")
+    # NoDecode: GOVERNOR_NAMESPACES=a,b is a comma list (a JSON list still works).
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Namespaces to discover."
+    )
     manage: ManageSettings = Field(default_factory=ManageSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
     scrape: ScrapeSettings = Field(default_factory=ScrapeSettings)
@@ -524,7 +535,16 @@ class Settings(BaseSettings):
     @field_validator("namespaces", mode="before")
     @classmethod
     def _ns_csv(cls, v: Any) -> Any:
-        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+        if not isinstance(v, str):
+            return v
+        if v.strip().startswith("["):
+            import json
+
+            try:
+                return json.loads(v)
+            except ValueError:
+                raise ValueError("not a valid JSON list; give a comma list: a,b") from None
+        return [s.strip() for s in v.split(",") if s.strip()]
 
     def is_managed(self, namespace: str, name: str, tags: list[str]) -> bool:
         m = self.manage
@@ -574,9 +594,82 @@ def merge_endpoint_settings(
     return EndpointSettings.model_validate(merged)
 
 
-def format_validation_error(err: ValidationError, *, source: str) -> str:
-    lines = [f"invalid configuration in {source}:", *validation_lines(err, brackets=True)]
-    return "\n".join(lines)
+DEFAULT_CONFIG_PATHS: tuple[Path, ...] = (
+    Path("governor.yaml"),
+    Path("/etc/governor/governor.yaml"),
+)
+CONFIG_ENV = "GOVERNOR_CONFIG"
+
+
+def find_config(explicit: str | Path | None, env: Mapping[str, str] | None = None) -> Path:
+    """The config file a command reads: `-c/--config`, else `GOVERNOR_CONFIG`, else the first of
+    ./governor.yaml and /etc/governor/governor.yaml that exists (as kubectl reads --kubeconfig,
+    then KUBECONFIG, then ~/.kube/config). None of them is a `ConfigError`: Governor never runs
+    on defaults alone."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV, "").strip():
+        return Path(env[CONFIG_ENV].strip())
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no config file: pass -c FILE, set {CONFIG_ENV}, or create ./governor.yaml or "
+        "/etc/governor/governor.yaml (examples/governor.yaml is a start)"
+    )
+
+
+def _env_vars(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """The `GOVERNOR_*` variables set, by the key path they override (lower case, as
+    pydantic-settings matches them)."""
+    out: dict[tuple[str, ...], str] = {}
+    for name in environ:
+        if name.upper().startswith("GOVERNOR_") and name.upper() != CONFIG_ENV:
+            out[tuple(name[len("GOVERNOR_") :].lower().split("__"))] = name
+    return out
+
+
+def _env_source(loc: tuple[Any, ...], env_vars: Mapping[tuple[str, ...], str]) -> str | None:
+    """The variable that supplied the value at `loc`, if one did (the longest matching one)."""
+    path = tuple(str(p).lower() for p in loc)
+    for n in range(len(path), 0, -1):
+        if path[:n] in env_vars:
+            return env_vars[path[:n]]
+    return None
+
+
+def format_validation_error(
+    err: ValidationError, *, source: str, environ: Mapping[str, str] | None = None
+) -> str:
+    """One line per problem under a header naming the file; a value that came from a
+    `GOVERNOR_*` variable is reported under that variable's name, not the file's."""
+    env_vars = _env_vars(os.environ if environ is None else environ)
+    from_file: list[str] = []
+    from_env: list[str] = []
+    for e, line in zip(err.errors(), validation_lines(err, brackets=True), strict=True):
+        var = _env_source(tuple(e["loc"]), env_vars)
+        if var is None:
+            from_file.append(line)
+        else:
+            key, rest = line.strip().split(": ", 1)
+            from_env.append(f"  {var} (environment, {key}): {rest}")
+    if not from_file:
+        return "\n".join(["invalid configuration in the environment:", *from_env])
+    return "\n".join([f"invalid configuration in {source}:", *from_file, *from_env])
+
+
+def _env_parse_error(exc: ValueError, environ: Mapping[str, str]) -> str:
+    """pydantic-settings' "error parsing value for field X from source EnvSettingsSource" as the
+    variable's name and what it must be."""
+    import re
+
+    m = re.search(r'field "([^"]+)"', str(exc))
+    if m:
+        field = m.group(1)
+        var = _env_vars(environ).get((field.lower(),), f"GOVERNOR_{field.upper()}")
+        return f"{var} (environment): not valid JSON (a list or mapping is given as JSON)"
+    return f"environment: {exc}"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -720,6 +813,11 @@ def load_settings(
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    if path is not None and not data:
+        raise ConfigError(
+            f"{path}: the file has no settings; Governor needs at least `namespaces` and a "
+            "`manage` selection (see examples/governor.yaml)"
+        )
     for k, v in (overrides or {}).items():
         data[k] = v
     source = str(path) if path is not None else "environment/defaults"
@@ -732,7 +830,7 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source=source)) from None
     except ValueError as exc:  # e.g. an env override that is not valid JSON for a nested field
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(_env_parse_error(exc, os.environ)) from None
     validate_endpoint_rules(settings, source=source)
     settings.token, settings._token_source = _read_token(settings, env)
     if validate_policies:

@@ -545,7 +545,7 @@ def test_configmap_config_passes_check_config(rendered, tmp_path):
         p = tmp_path / f"{name}.yaml"
         p.write_text(text)
         out = subprocess.run(
-            [sys.executable, "-m", "controller.cli", "check-config", str(p)],
+            [sys.executable, "-m", "controller.cli", "check-config", "-c", str(p)],
             capture_output=True,
             text=True,
             cwd=ROOT,

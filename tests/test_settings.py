@@ -280,7 +280,7 @@ def test_non_utf8_config_is_one_line_with_exit_2(tmp_path, capsys):
     p.write_bytes(b"loop: {dry_run: true}\n# caf\xe9\n")
     with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 28, line 2\)"):
         load_settings(p, env={})
-    for argv in (["check-config", str(p)], ["run", "--once", "-c", str(p)]):
+    for argv in (["check-config", "-c", str(p)], ["run", "--once", "-c", str(p)]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "not UTF-8" in err

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TextIO
 
+from controller.cli.common import usable
 from controller.settings import load_settings
 
 __all__ = ["check_config"]
 
 
-def check_config(path: str, out: TextIO) -> int:
+def check_config(path: str | Path, out: TextIO, *, err: TextIO | None = None) -> int:
     settings = load_settings(path)
+    warnings = usable(settings, source=str(path))
     n_rules = len(settings.endpoints)
+    token = f"token from {settings.token_source}" if settings.token else "token not set"
     out.write(
         f"{path}: OK ({len(settings.namespaces)} namespace(s), {n_rules} endpoint rule(s), "
-        f"{'token from ' + settings.token_source if settings.token else 'token not set'})\n"
+        f"{token})\n"
     )
+    for w in warnings:
+        (err or out).write(f"governor: warning: {w}\n")
     return 0

@@ -6,21 +6,21 @@ import argparse
 import asyncio
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
 
 from controller.clock import ScaledClock
 from controller.emulator.app import EmulatorConfig
-from controller.emulator.platform import PlatformConfig
+from controller.emulator.platform import Platform, PlatformConfig
 from controller.emulator.scenario import (
     build_platform,
     default_scenario,
     emulator_configs,
     load_scenario,
 )
-from controller.emulator.server import serve_forever
+from controller.emulator.server import EmulatorServer
 from controller.errors import ConfigError
 from controller.logs import configure_logging
 from controller.platform.models import UserRef
@@ -92,26 +92,38 @@ def run_emulator(args: argparse.Namespace) -> int:
     configure_logging(fmt="auto", level="info")  # after the checks: a bad setting logs nothing
     clock = ScaledClock(speed=args.speed)
     platform = build_platform(spec, start=clock.now(), seed=args.seed, config=platform_config)
-    print(
-        f"emulator: http://{args.host}:{args.port}/v2 namespace {spec.namespace}, "
-        f"{len(spec.endpoints)} endpoints, {args.speed:g}x time; "
-        f"{len(tokens)} Bearer token(s) accepted",
-        file=sys.stderr,
-    )
-    if generated is not None:
-        print(f"emulator: no --token given; accepting only {generated}", file=sys.stderr)
-    try:
-        asyncio.run(
-            serve_forever(
-                host=args.host,
-                port=args.port,
-                tokens=tokens,
-                clock=clock,
-                platform=platform,
-                config=config,
-            )
+
+    def banner(srv: EmulatorServer) -> None:
+        print(
+            f"emulator: {srv.base_url} namespace {spec.namespace}, {len(spec.endpoints)} "
+            f"endpoints, {args.speed:g}x time; {len(tokens)} Bearer token(s) accepted "
+            f"(admin {srv.admin_url})",
+            file=sys.stderr,
+            flush=True,
         )
-    except OSError as exc:
+        if generated is not None:
+            print(f"emulator: no --token given; accepting only {generated}", file=sys.stderr)
+
+    try:
+        asyncio.run(_serve(args, tokens, clock, platform, config, banner))
+    except OSError as exc:  # the port is taken, or the host is not this machine's: usage
         print(f"governor: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
+
+
+async def _serve(
+    args: argparse.Namespace,
+    tokens: dict[str, UserRef],
+    clock: ScaledClock,
+    platform: Platform,
+    config: EmulatorConfig,
+    banner: Callable[[EmulatorServer], None],
+) -> None:
+    """Serve until interrupted; the banner is printed once listening, so a port already taken
+    prints only its one-line error."""
+    async with EmulatorServer(
+        platform, clock=clock, tokens=tokens, host=args.host, port=args.port, config=config
+    ) as srv:
+        banner(srv)
+        await asyncio.Event().wait()

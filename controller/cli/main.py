@@ -1,7 +1,11 @@
 """`governor` command line: run, plan, cost, demo, emulator, check-config, simulate, tune,
 export-trace.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+Exit codes: 0 success, 1 runtime failure (the account could not be seen), 2 bad configuration or
+usage (a port already taken included), 130 interrupted, 141 the reader of stdout went away.
+
+Every command that reads a config finds it as `find_config` says: `-c FILE`, else
+`GOVERNOR_CONFIG`, else ./governor.yaml, else /etc/governor/governor.yaml; none is an error.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -17,7 +22,7 @@ from typing import NoReturn
 from controller import __version__
 from controller.errors import ConfigError, StateLockedError
 from controller.logs import configure_logging
-from controller.settings import Settings, load_settings
+from controller.settings import Settings, find_config, load_settings
 
 __all__ = ["main"]
 
@@ -58,23 +63,38 @@ def _host(text: str) -> str:
     return text.strip("[]")
 
 
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="YAML config file (default: $GOVERNOR_CONFIG, else ./governor.yaml, else "
+        "/etc/governor/governor.yaml)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="governor", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"governor {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     r = sub.add_parser("run", help="run the controller daemon")
-    r.add_argument("-c", "--config", help="YAML config file")
-    r.add_argument("--dry-run", action="store_true", help="decide and log, change nothing")
+    _config_arg(r)
+    r.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decide and log, change nothing (default: the config's loop.dry_run)",
+    )
     r.add_argument("--once", action="store_true", help="one tick, print the plan, exit")
     pl = sub.add_parser(
         "plan", help="one tick: show what Governor would do and why; acts on nothing"
     )
-    pl.add_argument("-c", "--config", help="YAML config file")
+    _config_arg(pl)
     d = sub.add_parser("demo", help="watch Governor scale emulated endpoints (no account needed)")
     d.add_argument("--speed", type=_speed, default=60.0, help="virtual seconds per real second")
     d.add_argument("--minutes", type=_speed, default=90.0, help="virtual minutes to run")
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--dry-run", action="store_true")
+    d.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False)
     d.add_argument(
         "--fast",
         action="store_true",
@@ -112,10 +132,11 @@ def _parser() -> argparse.ArgumentParser:
     co = sub.add_parser(
         "cost", help="spend per endpoint and group: rate, today, month, forecast, budget"
     )
-    co.add_argument("-c", "--config", help="YAML config file")
+    _config_arg(co)
     c = sub.add_parser("check-config", help="validate a config file and report every problem")
-    c.add_argument("-c", "--config", help="YAML config file")
-    c.add_argument("file", nargs="?", help=argparse.SUPPRESS)  # the old positional form
+    _config_arg(c)
+    # The old positional form, kept working (deprecated: every other command takes -c).
+    c.add_argument("file", nargs="?", help=argparse.SUPPRESS)
     from controller.cli.simulate import add_simulate_parser
 
     add_simulate_parser(sub)
@@ -127,80 +148,121 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(msg: str) -> str:
+    """A config error with one problem as one line; several stay one line each."""
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    if len(lines) == 2 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[1]}"
+    return msg
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader went away (`governor simulate | head -1`): stop quietly, as `cat` would.
+
+    Python's advice (the signal module docs, "Note on SIGPIPE"): point stdout at devnull so the
+    interpreter's final flush does not raise again. 141 is 128 + SIGPIPE, what a shell reports
+    for a process a closed pipe ended.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.cmd == "check-config":
-            from controller.cli.check_config import check_config
-
-            return check_config(args.config or args.file, sys.stdout)
-        if args.cmd == "demo":
-            from controller.cli.demo import run_demo
-
-            configure_logging(fmt="console", level="warning")
-            return asyncio.run(
-                run_demo(
-                    speed=args.speed,
-                    minutes=args.minutes,
-                    seed=args.seed,
-                    dry_run=args.dry_run,
-                    out=sys.stdout,
-                    fast=args.fast,
-                )
-            )
-        if args.cmd == "emulator":
-            from controller.cli.emulator import run_emulator
-
-            return run_emulator(args)
-        if args.cmd == "simulate":
-            from controller.cli.simulate import run_simulate
-
-            return run_simulate(args, list(argv) if argv is not None else None)
-
-        def load() -> Settings:
-            s = load_settings(args.config)
-            if args.cmd == "run" and args.dry_run:
-                from controller.cli.common import dry_run_copy
-
-                s = dry_run_copy(s)
-            return s
-
-        settings = load()
-        secret = settings.token.get_secret_value() if settings.token else None
-        configure_logging(fmt=settings.log.format, level=settings.log.level, secret=secret)
-        if args.cmd in ("export-trace", "tune"):
-            # The replays run Governor's loop: only warnings, or every replayed decision prints.
-            secret = settings.token.get_secret_value() if settings.token else None
-            configure_logging(fmt="console", level="warning", secret=secret)
-        if args.cmd == "export-trace":
-            import time
-
-            from controller.cli.export_trace import export_trace
-
-            return export_trace(settings, args, now=time.time(), out=sys.stdout)
-        if args.cmd == "tune":
-            from controller.cli.tune import run_tune
-
-            return run_tune(settings, args, out=sys.stdout)
-        if args.cmd == "plan":
-            from controller.cli.plan import run_plan
-
-            return asyncio.run(run_plan(settings, out=sys.stdout))
-        if args.cmd == "cost":
-            from controller.cli.cost import cost_command
-
-            return asyncio.run(cost_command(settings, out=sys.stdout))
-        from controller.cli.run import run_daemon
-
-        return asyncio.run(run_daemon(settings, once=args.once, config=args.config, reload=load))
+        return _dispatch(args, argv)
     except ConfigError as exc:
-        print(f"governor: configuration error: {exc}", file=sys.stderr)
+        print(f"governor: configuration error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except StateLockedError as exc:
         print(f"governor: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         return 130
+
+
+def _dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    if args.cmd == "check-config":
+        from controller.cli.check_config import check_config
+
+        if args.file and args.config:
+            raise ConfigError("check-config: give the file once, as -c FILE")
+        if args.file:
+            print(
+                "governor: warning: `check-config FILE` is deprecated; use `check-config -c FILE`",
+                file=sys.stderr,
+            )
+        return check_config(find_config(args.config or args.file), sys.stdout, err=sys.stderr)
+    if args.cmd == "demo":
+        from controller.cli.demo import run_demo
+
+        configure_logging(fmt="console", level="warning")
+        return asyncio.run(
+            run_demo(
+                speed=args.speed,
+                minutes=args.minutes,
+                seed=args.seed,
+                dry_run=args.dry_run,
+                out=sys.stdout,
+                fast=args.fast,
+            )
+        )
+    if args.cmd == "emulator":
+        from controller.cli.emulator import run_emulator
+
+        return run_emulator(args)
+    if args.cmd == "simulate":
+        from controller.cli.simulate import run_simulate
+
+        return run_simulate(args, list(argv) if argv is not None else None)
+
+    path = find_config(args.config)
+
+    def load() -> Settings:
+        s = load_settings(path)
+        if args.cmd == "run" and args.dry_run is not None:
+            from controller.cli.common import dry_run_copy
+
+            s = dry_run_copy(s, dry_run=args.dry_run)
+        return s
+
+    settings = load()
+    secret = settings.token.get_secret_value() if settings.token else None
+    configure_logging(fmt=settings.log.format, level=settings.log.level, secret=secret)
+    if args.cmd in ("export-trace", "tune"):
+        # The replays run Governor's loop: only warnings, or every replayed decision prints.
+        configure_logging(fmt="console", level="warning", secret=secret)
+    if args.cmd == "export-trace":
+        import time
+
+        from controller.cli.export_trace import export_trace
+
+        return export_trace(settings, args, now=time.time(), out=sys.stdout)
+    if args.cmd == "tune":
+        from controller.cli.tune import run_tune
+
+        return run_tune(settings, args, out=sys.stdout)
+    from controller.cli.common import usable
+
+    for warning in usable(settings, source=str(path)):
+        print(f"governor: warning: {warning}", file=sys.stderr)
+    if args.cmd == "plan":
+        from controller.cli.plan import run_plan
+
+        return asyncio.run(run_plan(settings, out=sys.stdout))
+    if args.cmd == "cost":
+        from controller.cli.cost import cost_command
+
+        return asyncio.run(cost_command(settings, out=sys.stdout))
+    from controller.cli.run import run_daemon
+
+    return asyncio.run(run_daemon(settings, once=args.once, config=path, reload=load))
 
 
 if __name__ == "__main__":  # pragma: no cover
