@@ -9,11 +9,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 import yaml
 
 from controller.cli import main
 from tests.conftest import TOKEN
 from tests.test_daemon import start_emulator, write_config
+
+
+@pytest.fixture(autouse=True)
+def _structlog_restored():
+    """`main` configures structlog onto this test's captured stderr, which pytest closes after
+    it; later tests in the worker must not log into a closed file."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture
