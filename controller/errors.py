@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ApiError",
+    "ApiTimeout",
     "AuthError",
     "BadRequestError",
     "BadResponseError",
@@ -35,6 +36,8 @@ __all__ = [
     "FeedError",
     "FeedParseError",
     "FeedStale",
+    "FeedTimeout",
+    "FeedTooLarge",
     "FeedUnavailable",
     "GovernorError",
     "NotFoundError",
@@ -83,6 +86,18 @@ class FeedUnavailable(FeedError):
         self.status = status
 
 
+class FeedTooLarge(FeedUnavailable):
+    """The feed's body passed `scrape.max_body_bytes` or, inflating, `scrape.max_decoded_bytes`."""
+
+    reason = "too_large"
+
+
+class FeedTimeout(FeedUnavailable):
+    """No complete feed within the scrape's deadline (`scrape.deadline_s`, or one attempt's)."""
+
+    reason = "timeout"
+
+
 class FeedParseError(FeedError):
     reason = "parse_error"
 
@@ -121,6 +136,10 @@ class RetryableApiError(ApiError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.retry_after = retry_after
+
+
+class ApiTimeout(RetryableApiError):
+    """No complete response in time (a deadline, or a transport's own timeout)."""
 
 
 class RejectedApiError(ApiError):

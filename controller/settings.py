@@ -181,13 +181,49 @@ class LoopSettings(_Strict):
         return self.tick_budget_s if self.tick_budget_s is not None else self.tick_interval_s
 
 
+_MIB = 1024 * 1024
+
+
 class ScrapeSettings(_Strict):
+    """How feeds are fetched and parsed, and the limits that keep one bad feed from stalling a tick.
+
+    Each limit ends a feed as a counted scrape error for that endpoint only (docs/signals.md,
+    "A bad feed cannot stall the loop").
+    """
+
     concurrency: int = Field(16, ge=1, le=1024, description="Feeds fetched at once.")
     max_age_s: float = Field(
         60.0,
         gt=0,
         description="A newer sample than this is required to act (its series' own timestamps, "
         "if any, date it).",
+    )
+    deadline_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Total deadline of one endpoint's scrape: connect, headers, body, retries.",
+    )
+    max_body_bytes: int = Field(
+        4 * _MIB,
+        ge=1024,
+        le=1024 * _MIB,
+        description="Largest feed body accepted on the wire (before decompression).",
+    )
+    max_decoded_bytes: int = Field(
+        4 * _MIB,
+        ge=1024,
+        le=1024 * _MIB,
+        description="Largest feed body accepted after decompression (checked while inflating).",
+    )
+    parse_deadline_s: float = Field(
+        2.0, gt=0, le=300, description="Longest one feed's parse may take before it is abandoned."
+    )
+    parse_inline_bytes: int = Field(
+        256 * 1024,
+        ge=0,
+        le=1024 * _MIB,
+        description="Bodies larger than this are parsed in a worker thread, off the event loop.",
     )
     retention_s: float = Field(900.0, gt=0, description="How much history the windows keep.")
     mapping: FeedMapping = Field(

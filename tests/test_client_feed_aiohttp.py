@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from controller.errors import AuthError, FeedUnavailable, RetryableApiError
+from controller.errors import AuthError, FeedTimeout, FeedUnavailable, RetryableApiError
 from controller.platform.client import CallRecord, EndpointsClient
 from tests.conftest import NS, TOKEN, World
 
@@ -188,16 +188,18 @@ async def test_retry_after_beyond_backoff_max_stops_at_once(world: World):
 
 
 async def test_timeout_is_feed_unavailable(world: World):
-    """A server slower than timeout_s is a timeout (retryable, chained), then FeedUnavailable."""
+    """A server slower than timeout_s is a timeout (retryable, chained), then FeedTimeout."""
     world.add("chat")
     await fault(world, status=None, delay_s=1.0, count=2)
     async with rig(world.server.base_url, timeout_s=0.2, feed_attempts=2) as r:
         with pytest.raises(FeedUnavailable) as info:
             await r.client.fetch_metrics(NS, "chat")
     assert info.value.status is None
+    assert isinstance(info.value, FeedTimeout)
+    assert info.value.reason == "timeout"
     cause = info.value.__cause__
     assert isinstance(cause, RetryableApiError)
-    assert "timed out" in str(cause)
+    assert "no complete response within 0.2s" in str(cause)
     assert isinstance(cause.__cause__, TimeoutError)
     assert r.outcomes() == [("open_metrics", None, "retry"), ("open_metrics", None, "error")]
 

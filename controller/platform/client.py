@@ -37,8 +37,16 @@ Deadlines. A management attempt has a *total* deadline of `timeout_s` (connect, 
 whole body: httpx's own timeouts are per read, so a body trickled a few bytes at a time never trips
 them), and a whole call, retries and backoff included, `call_deadline_s`. A `Retry-After` that the
 retries did not wait out is remembered (`held_until`): management calls fail fast until it has
-passed, so the next tick does not hammer an API that asked for quiet. The feed's deadline and
-freshness are the scraper's (`scrape.py`).
+passed, so the next tick does not hammer an API that asked for quiet.
+
+Feeds are untrusted input, fetched under three limits (`scrape.*` settings): one deadline for
+the whole fetch (`feed_deadline_s`: connect, headers, body, retries and their backoff; each
+attempt's own deadline is the smaller of `timeout_s` and what is left of it), a cap on the body's
+bytes on the wire (`feed_max_body_bytes`, also checked against `Content-Length` before reading) and
+a cap on its bytes after decompression (`feed_max_decoded_bytes`). Neither transport inflates the
+body itself: both read the raw bytes and `_BodyReader` inflates gzip/deflate in bounded steps, so a
+gzip bomb stops at the cap, while inflating. Past a cap the feed is `FeedTooLarge` (not retried),
+past the deadline `FeedTimeout`.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import math
 import random
 import re
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -70,10 +79,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from controller import __version__
 from controller.errors import (
     ApiError,
+    ApiTimeout,
     AuthError,
     BadRequestError,
     BadResponseError,
     ConflictError,
+    FeedTimeout,
+    FeedTooLarge,
     FeedUnavailable,
     NotFoundError,
     QuotaError,
@@ -120,7 +132,9 @@ _REQUEST_ID_HEADERS: Final = ("x-request-id", "x-amzn-trace-id", "x-amz-cf-id")
 _FEED_ACCEPT: Final = (
     "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
 )
-# Response headers that describe the wire framing of a body aiohttp has already decoded.
+# The encodings the feed reader inflates itself, under `max_decoded_bytes` (`_BodyReader`).
+_FEED_ENCODINGS: Final = "gzip, deflate"
+# Response headers that describe the wire framing of a body already decoded.
 _FRAMING_HEADERS: Final = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
@@ -241,9 +255,14 @@ class EndpointsClient:
         call_deadline_s: float | None = None,
         monotonic: Callable[[], float] | None = None,
         max_retry_after_s: float = 3600.0,
+        feed_deadline_s: float | None = None,
+        feed_max_body_bytes: int = 4 * 1024 * 1024,
+        feed_max_decoded_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         if max_attempts < 1 or feed_attempts < 1:
             raise ValueError("max_attempts and feed_attempts must be >= 1")
+        if feed_max_body_bytes < 1 or feed_max_decoded_bytes < 1:
+            raise ValueError("feed_max_body_bytes and feed_max_decoded_bytes must be >= 1")
         headers = {"user-agent": user_agent, "accept": "application/json"}
         if token:
             headers["authorization"] = f"Bearer {token}"
@@ -267,6 +286,10 @@ class EndpointsClient:
         self._feed_prefix = str(self._http.base_url)
         self._max_attempts = max_attempts
         self._feed_attempts = feed_attempts
+        # None: each attempt is bounded (`timeout_s`), the fetch as a whole only by those.
+        self._feed_deadline = feed_deadline_s if feed_deadline_s is not None else math.inf
+        self._feed_max_body = feed_max_body_bytes
+        self._feed_max_decoded = feed_max_decoded_bytes
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._sleep = sleep if sleep is not None else asyncio.sleep
@@ -425,29 +448,44 @@ class EndpointsClient:
         )
 
     async def fetch_metrics(self, namespace: str, name: str) -> str:
-        """The raw open-metrics text. Raises FeedUnavailable, or AuthError on 401/403."""
+        """The raw open-metrics text. Raises FeedUnavailable (FeedTooLarge, FeedTimeout), or
+        AuthError on 401/403."""
         key = f"{namespace}/{name}"
-        path = self._path(namespace, name, "open-metrics")
+        return await self.fetch_feed(
+            self._feed_prefix + self._path(namespace, name, "open-metrics"), key
+        )
+
+    async def fetch_feed(self, url: str, endpoint: str) -> str:
+        """GET a metrics feed at the absolute `url` with the token, under the feed's limits.
+
+        The platform's feed (`fetch_metrics`) and an engine's own metrics path at the endpoint's
+        URL both come through here: same token, caps, deadline, retries and error mapping.
+        """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._feed_deadline
+        attempt = self._feed_attempt if self._feed_via_aiohttp else self._feed_attempt_httpx
+
+        async def sleep(seconds: float) -> None:  # a backoff never outlasts the deadline
+            await self._sleep(min(seconds, max(0.0, until - loop.time())))
+
         try:
-            if self._feed_via_aiohttp:
-                return await self._retry(
-                    lambda last: self._feed_attempt(path, key, last=last), self._feed_attempts
-                )
-            resp = await self._call(
-                "open_metrics",
-                "GET",
-                path,
-                endpoint=key,
-                attempts=self._feed_attempts,
-                headers={"accept": _FEED_ACCEPT},
+            return await self._retry(
+                lambda last: attempt(url, endpoint, last=last, until=until),
+                self._feed_attempts,
+                sleep=sleep,
             )
         except AuthError:
             raise
+        except _BodyTooLarge as exc:
+            raise FeedTooLarge(
+                f"feed refused: {exc.message}", endpoint=endpoint, status=exc.status
+            ) from exc
+        except ApiTimeout as exc:
+            raise FeedTimeout(f"feed fetch failed: {exc}", endpoint=endpoint) from exc
         except ApiError as exc:
             raise FeedUnavailable(
-                f"feed fetch failed: {exc}", endpoint=key, status=exc.status
+                f"feed fetch failed: {exc}", endpoint=endpoint, status=exc.status
             ) from exc
-        return resp.text
 
     async def get_provider(self, namespace: str) -> dict[str, Any]:
         """`GET /provider/{namespace}`: vendors, regions, computes with price and quota (raw)."""
@@ -558,9 +596,7 @@ class EndpointsClient:
 
         Fails fast while a remembered `Retry-After` lasts; the whole call (every attempt and
         backoff) is bounded by `call_deadline_s`."""
-        feed = route == "open_metrics"  # a feed's 429 says nothing about the management API
-        if not feed:
-            self._check_hold(route, endpoint)
+        self._check_hold(route, endpoint)
         try:
             return await self._bounded(
                 route,
@@ -577,8 +613,7 @@ class EndpointsClient:
                 ),
             )
         except RetryableApiError as exc:
-            if not feed:
-                self._remember(exc)
+            self._remember(exc)
             raise
 
     async def _bounded(self, route: Route, endpoint: str | None, work: Awaitable[T]) -> T:
@@ -643,7 +678,13 @@ class EndpointsClient:
             attempts if attempts is not None else self._max_attempts,
         )
 
-    async def _retry(self, attempt: Callable[[bool], Awaitable[T]], limit: int) -> T:
+    async def _retry(
+        self,
+        attempt: Callable[[bool], Awaitable[T]],
+        limit: int,
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> T:
         """Run `attempt(last)` up to `limit` times under the retry policy (module docstring)."""
         if limit == 1:
             # What tenacity would do (one attempt, its error re-raised as is), without the
@@ -654,7 +695,7 @@ class EndpointsClient:
             stop=stop_after_attempt(limit),
             wait=self._wait,
             retry=retry_if_exception(self._retryable),
-            sleep=self._sleep,
+            sleep=sleep or self._sleep,
             reraise=True,
         )
         async for state in retrying:
@@ -686,7 +727,7 @@ class EndpointsClient:
             except httpx.HTTPError as exc:
                 raise self._map_transport(exc, route=route, endpoint=endpoint) from exc
             except TimeoutError:
-                raise RetryableApiError(
+                raise ApiTimeout(
                     f"{route}: no complete response within {self._timeout_s:g}s",
                     endpoint=endpoint,
                 ) from None
@@ -699,19 +740,27 @@ class EndpointsClient:
         self._record(route, status, "ok", started, endpoint)
         return resp
 
-    async def _feed_attempt(self, path: str, endpoint: str, *, last: bool) -> str:
-        """One feed GET over aiohttp; the twin of `_attempt` for route `open_metrics`."""
+    async def _feed_attempt(self, url: str, endpoint: str, *, last: bool, until: float) -> str:
+        """One feed GET over aiohttp; the twin of `_feed_attempt_httpx`."""
         started = time.perf_counter()
         status: int | None = None
         try:
             session = self._feed_session or self._open_feed_session()
-            url = yarl.URL(self._feed_prefix + path, encoded=True)
+            deadline = self._attempt_deadline(until)
             try:
-                async with session.get(url, allow_redirects=False) as resp:
-                    body = await resp.read()
+                async with (
+                    deadline,
+                    session.get(yarl.URL(url, encoded=True), allow_redirects=False) as resp,
+                ):
+                    status = resp.status
+                    reader = self._body_reader(resp.headers, endpoint, status)
+                    async for chunk in resp.content.iter_any():
+                        reader.feed(chunk)
+                    body = reader.finish()
             except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+                if deadline.expired():
+                    raise self._feed_timeout(until, endpoint) from exc
                 raise self._map_transport(exc, route="open_metrics", endpoint=endpoint) from exc
-            status = resp.status
             if not 200 <= status < 300:
                 raise self._map_response(
                     _as_httpx_response(resp, body), route="open_metrics", endpoint=endpoint
@@ -722,11 +771,87 @@ class EndpointsClient:
         self._record("open_metrics", status, "ok", started, endpoint)
         return _decode_text(body, resp.charset)
 
+    async def _feed_attempt_httpx(
+        self, url: str, endpoint: str, *, last: bool, until: float
+    ) -> str:
+        """One feed GET through httpx (an injected transport, or a proxy): raw bytes, inflated by
+        `_BodyReader` under the same caps, so both transports enforce the same limits."""
+        started = time.perf_counter()
+        status: int | None = None
+        headers = {"accept": _FEED_ACCEPT, "accept-encoding": _FEED_ENCODINGS}
+        try:
+            deadline = self._attempt_deadline(until)
+            try:
+                async with deadline, self._http.stream("GET", url, headers=headers) as resp:
+                    status = resp.status_code
+                    body = await self._read_httpx(resp, endpoint)
+            except TimeoutError as exc:
+                raise self._feed_timeout(until, endpoint) from exc
+            except httpx.HTTPError as exc:
+                raise self._map_transport(exc, route="open_metrics", endpoint=endpoint) from exc
+            if not 200 <= status < 300:
+                plain = [
+                    (k, v) for k, v in resp.headers.items() if k.lower() not in _FRAMING_HEADERS
+                ]
+                raise self._map_response(
+                    httpx.Response(status, headers=plain, content=body, request=resp.request),
+                    route="open_metrics",
+                    endpoint=endpoint,
+                )
+        except ApiError as exc:
+            self._failed(exc, "open_metrics", status, started, endpoint, last=last)
+            raise
+        self._record("open_metrics", status, "ok", started, endpoint)
+        return _decode_text(body, resp.charset_encoding)
+
+    async def _read_httpx(self, resp: httpx.Response, endpoint: str) -> bytes:
+        if resp.is_stream_consumed:  # an in-memory response (MockTransport): already decoded
+            reader = self._body_reader({}, endpoint, resp.status_code)
+            reader.feed(resp.content)
+        else:
+            reader = self._body_reader(resp.headers, endpoint, resp.status_code)
+            async for chunk in resp.aiter_raw():
+                reader.feed(chunk)
+        return reader.finish()
+
+    def _attempt_deadline(self, until: float) -> asyncio.Timeout:
+        """One attempt's total deadline: `timeout_s`, but never past the whole fetch's `until`."""
+        return asyncio.timeout_at(min(asyncio.get_running_loop().time() + self._timeout_s, until))
+
+    def _feed_timeout(self, until: float, endpoint: str) -> ApiTimeout:
+        if asyncio.get_running_loop().time() >= until:
+            why = f"the scrape deadline of {self._feed_deadline:g}s"
+        else:
+            why = f"{self._timeout_s:g}s (api.timeout_s)"
+        return ApiTimeout(f"open_metrics: no complete response within {why}", endpoint=endpoint)
+
+    def _body_reader(self, headers: Mapping[str, str], endpoint: str, status: int) -> _BodyReader:
+        """A capped reader for this response; refuses a declared length over the cap at once."""
+        length = headers.get("content-length")
+        if length is not None and length.strip().isdigit() and int(length) > self._feed_max_body:
+            raise _BodyTooLarge(
+                f"body of {int(length):,} bytes (Content-Length) is over scrape.max_body_bytes "
+                f"({self._feed_max_body:,})",
+                endpoint=endpoint,
+                status=status,
+            )
+        return _BodyReader(
+            headers.get("content-encoding"),
+            max_wire=self._feed_max_body,
+            max_decoded=self._feed_max_decoded,
+            endpoint=endpoint,
+            status=status,
+        )
+
     def _open_feed_session(self) -> aiohttp.ClientSession:
         """The feed's aiohttp pool, created in the running loop (aiohttp binds it there)."""
         if self._http.is_closed:  # as httpx does: a closed client sends nothing
             raise RuntimeError("EndpointsClient is closed")
-        headers = {"accept": _FEED_ACCEPT, "user-agent": self._http.headers["user-agent"]}
+        headers = {
+            "accept": _FEED_ACCEPT,
+            "accept-encoding": _FEED_ENCODINGS,
+            "user-agent": self._http.headers["user-agent"],
+        }
         if "authorization" in self._http.headers:
             headers["authorization"] = self._http.headers["authorization"]
         https = self._http.base_url.scheme == "https"
@@ -734,6 +859,7 @@ class EndpointsClient:
         ssl_context = httpx.create_ssl_context() if https else True
         self._feed_session = aiohttp.ClientSession(
             headers=headers,
+            auto_decompress=False,  # `_BodyReader` inflates, under the decoded-bytes cap
             connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=ssl_context),
             # `total` as well as the per-phase ones: a body trickled a few bytes at a time never
             # trips a per-read timeout (issue 18: 16 bytes per 2 s held a tick).
@@ -804,11 +930,11 @@ class EndpointsClient:
         if isinstance(exc, aiohttp.ClientResponseError):
             _redact_request_info(exc)
         if isinstance(exc, TimeoutError):  # aiohttp's timeouts; asyncio.TimeoutError is this
-            return RetryableApiError(f"{route}: timed out ({detail})", endpoint=endpoint)
+            return ApiTimeout(f"{route}: timed out ({detail})", endpoint=endpoint)
         if isinstance(exc, aiohttp.ClientError | OSError):
             return RetryableApiError(f"{route}: connection failed ({detail})", endpoint=endpoint)
         if isinstance(exc, httpx.TimeoutException):
-            return RetryableApiError(f"{route}: timed out ({detail})", endpoint=endpoint)
+            return ApiTimeout(f"{route}: timed out ({detail})", endpoint=endpoint)
         if isinstance(exc, httpx.TransportError):
             return RetryableApiError(f"{route}: connection failed ({detail})", endpoint=endpoint)
         if isinstance(exc, httpx.DecodingError):
@@ -846,6 +972,92 @@ class EndpointsClient:
         if 400 <= status < 500:
             return RejectedApiError(message, **kw)
         return ApiError(f"unexpected status for {route}: {message}", **kw)
+
+
+class _BodyTooLarge(BadResponseError):
+    """A feed body over one of its caps (mapped to `FeedTooLarge`; never retried)."""
+
+
+class _BodyReader:
+    """A feed body accumulated under two caps: bytes on the wire and bytes once inflated.
+
+    gzip and deflate are inflated here, never by the transport, in steps of at most what is left
+    under `max_decoded` (+1, to see it passed), so a 500 KB body that would inflate to 500 MB
+    allocates about the cap and stops. Any other Content-Encoding is refused (only gzip and
+    deflate are asked for).
+    """
+
+    def __init__(
+        self,
+        encoding: str | None,
+        *,
+        max_wire: int,
+        max_decoded: int,
+        endpoint: str,
+        status: int | None = None,
+    ) -> None:
+        self._where = {"endpoint": endpoint, "status": status}
+        enc = (encoding or "identity").strip().lower()
+        self._inflater: Any = None
+        self._raw_fallback = False  # `deflate` is sent zlib-wrapped or raw; httpx accepts both
+        if enc in ("gzip", "x-gzip"):
+            self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc == "deflate":
+            self._inflater = zlib.decompressobj(zlib.MAX_WBITS)
+            self._raw_fallback = True
+        elif enc not in ("identity", ""):
+            raise BadResponseError(
+                f"open_metrics: unsupported Content-Encoding {enc[:40]!r}", **self._where
+            )
+        self._max_wire = max_wire
+        self._max_decoded = max_decoded
+        self.wire = 0
+        self.decoded = 0
+        self._parts: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self.wire += len(chunk)
+        if self.wire > self._max_wire:
+            raise _BodyTooLarge(
+                f"body over scrape.max_body_bytes ({self._max_wire:,} bytes on the wire)",
+                **self._where,
+            )
+        if self._inflater is None:
+            self._keep(chunk)
+            return
+        data = chunk
+        while data:
+            try:
+                out = self._inflater.decompress(data, self._max_decoded - self.decoded + 1)
+            except zlib.error as exc:
+                if self._raw_fallback and not self.decoded:
+                    self._raw_fallback = False
+                    self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                raise BadResponseError(
+                    f"open_metrics: undecodable {type(exc).__name__}: {exc}", **self._where
+                ) from None
+            self._raw_fallback = False
+            self._keep(out)
+            data = self._inflater.unconsumed_tail
+
+    def finish(self) -> bytes:
+        if self._inflater is not None:
+            if not self._inflater.eof and (self.wire or self.decoded):
+                raise BadResponseError("open_metrics: truncated compressed body", **self._where)
+            self._keep(self._inflater.flush())
+        return b"".join(self._parts)
+
+    def _keep(self, data: bytes) -> None:
+        self.decoded += len(data)
+        if self.decoded > self._max_decoded:
+            raise _BodyTooLarge(
+                f"body over scrape.max_decoded_bytes ({self._max_decoded:,} bytes inflated, "
+                f"{self.wire:,} read)",
+                **self._where,
+            )
+        if data:
+            self._parts.append(data)
 
 
 def _already_running(resp: httpx.Response) -> bool:
@@ -900,5 +1112,8 @@ def make_client(
         on_call=on_call,
         call_deadline_s=a.call_deadline_s,
         max_retry_after_s=a.max_retry_after_s,
+        feed_deadline_s=settings.scrape.deadline_s,
+        feed_max_body_bytes=settings.scrape.max_body_bytes,
+        feed_max_decoded_bytes=settings.scrape.max_decoded_bytes,
         **kw,
     )
