@@ -273,9 +273,9 @@ def test_edge_cases(text, taken):
 def test_fast_path_is_what_families_uses(monkeypatch):
     """`_families` returns the fast result when there is one, and the library's otherwise."""
     sentinel: list[Any] = []
-    monkeypatch.setattr(scrape, "parse_text", lambda _text: sentinel)
+    monkeypatch.setattr(scrape, "parse_text", lambda _text, _deadline=None: sentinel)
     assert scrape._families("whatever", None) is sentinel
-    monkeypatch.setattr(scrape, "parse_text", lambda _text: None)
+    monkeypatch.setattr(scrape, "parse_text", lambda _text, _deadline=None: None)
     with pytest.raises(FeedParseError, match="line 1"):
         scrape._families("foo{", None)
 

@@ -377,7 +377,7 @@ class Metrics:
         Info("governor_build", "Governor version.", registry=r).info({"version": __version__})
         r.register(_EndpointCollector(self))
         self.dry_run.set(0)
-        for reason in ("unavailable", "parse_error", "stale"):
+        for reason in ("unavailable", "timeout", "too_large", "parse_error", "stale"):
             self.scrape_errors.labels(reason)
         for result in ("ok", "error"):
             self.ticks.labels(result)

@@ -118,12 +118,15 @@ class Governor:
         self._book = PriceBook(settings.pricing.overrides)
         # How each endpoint's feed is read (its feed_preset / feed_recipes), set per scrape.
         self._feed_choices: dict[str, FeedChoice] = {}
+        sc = settings.scrape
         self.scraper = Scraper(
             client,
-            settings.scrape.custom_mapping,
-            concurrency=settings.scrape.concurrency,
+            sc.custom_mapping,
+            concurrency=sc.concurrency,
             clock=clock,
             choice=self._feed_choices.get,
+            parse_deadline_s=sc.parse_deadline_s,
+            parse_inline_bytes=sc.parse_inline_bytes,
         )
         self.windows = WindowStore(retention_s=settings.scrape.retention_s)
         self.actuator = Actuator(client, dry_run=settings.loop.dry_run)

@@ -26,6 +26,13 @@ followed by a sample named exactly `x`: the strict parser files that sample as a
 named `x` and must raise ("Clashing name", if nothing else fails first), so the result is the text
 parser's, as in `_families`. Any other `# EOF` body returns `None`.
 
+A value is an int when the library makes it one: `int(v)`, and `float(v)` where `int` refuses, so an
+integer too long for `int` (over `sys.get_int_max_str_digits()`, 4,300 by default) is the float
+the library returns (inf for 4,301 nines), never an exception.
+
+`deadline` (a `time.monotonic()` reading) bounds the pass: past it, every 1,024 lines,
+`ParseOvertime` is raised with the line reached, which `scrape` turns into a parse error.
+
 The proof is tests/test_fastparse.py (a hypothesis differential test against both library
 parsers, plus every emulator feed and the platform's sample); the need is benchmarks/parse.py.
 """
@@ -33,11 +40,12 @@ parsers, plus every emulator feed and the platform's sample); the need is benchm
 from __future__ import annotations
 
 import re
+import time
 
 from prometheus_client.metrics_core import METRIC_TYPES, Metric
 from prometheus_client.samples import Sample
 
-__all__ = ["parse_text"]
+__all__ = ["ParseOvertime", "parse_text"]
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -59,6 +67,7 @@ _first_tokens: dict[str, str] = {}  # `name=` -> name (a label set's first label
 _next_tokens: dict[str, str] = {}  # `,name=` -> name (every later label)
 _heads: dict[str, tuple[str, str]] = {}  # `metric{label=` -> (metric, label)
 _allowed: dict[tuple[str, str], tuple[str, ...]] = {}  # (family, type) -> its sample names
+_CHECK_EVERY = 1023  # lines between deadline checks, minus one (a mask)
 _new_sample = tuple.__new__  # builds a Sample without its Python-level __new__ (3x cheaper)
 
 
@@ -88,12 +97,23 @@ def _label_token(token: str, first: bool) -> str | None:
     return name
 
 
+class ParseOvertime(ValueError):
+    """The parse passed its deadline at `line` (1-based) and was abandoned."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"parse deadline passed at line {line}")
+        self.line = line
+
+
 def _value(v: str) -> float | None:
     """The library's `int(v)`-else-`float(v)`, for the printable-ASCII tokens it accepts."""
     if not v.isascii() or not v.isprintable() or "_" in v or not v:
         return None  # `_` and unicode digits/spaces: the library has its own rules for them
     if v.isdigit() or (v[0] in "+-" and v[1:].isdigit()):
-        return int(v)
+        try:
+            return int(v)
+        except ValueError:  # longer than int() takes: the library's float (inf, or a big one)
+            return float(v)
     try:
         return float(v)
     except ValueError:
@@ -202,8 +222,11 @@ def _build(name: str, documentation: str, typ: str, samples: list[Sample]) -> Me
     return metric
 
 
-def parse_text(text: str) -> list[Metric] | None:
-    """`scrape._families(text)`'s families if `text` is in the known subset, else None."""
+def parse_text(text: str, deadline: float | None = None) -> list[Metric] | None:
+    """`scrape._families(text)`'s families if `text` is in the known subset, else None.
+
+    Raises ParseOvertime once `time.monotonic()` passes `deadline` (checked every 1,024 lines).
+    """
     eof = text.rstrip().endswith("# EOF")
     doomed = False  # this `# EOF` body is certain to be refused by the strict parser
     counter = ""  # (`# EOF` bodies) a counter just declared, with only its HELP/UNIT lines since
@@ -216,7 +239,11 @@ def parse_text(text: str) -> list[Metric] | None:
     typ = "untyped"
     samples: list[Sample] = []
     allowed: tuple[str, ...] = ()
+    number = 0
     for raw in text.split("\n"):
+        number += 1
+        if not number & _CHECK_EVERY and deadline is not None and time.monotonic() > deadline:
+            raise ParseOvertime(number)
         line = raw.strip()
         if not line:
             counter = ""
@@ -302,7 +329,7 @@ def parse_text(text: str) -> list[Metric] | None:
             v = tail[2:]
             if " " in v:
                 return None  # a timestamp
-        value: float | None = int(v) if v.isdigit() and v.isascii() else _value(v)
+        value: float | None = int(v) if len(v) < 20 and v.isdigit() and v.isascii() else _value(v)
         if value is None:
             return None
         sample = _new_sample(Sample, (sname, labels, value, None, None, None))

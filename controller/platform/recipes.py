@@ -214,7 +214,10 @@ def _checked(name: str, labels: Mapping[str, str], value: Any, endpoint: str | N
         raise FeedParseError(
             f"{_series_text(name, labels)}: non-numeric value {value!r}", endpoint=endpoint
         )
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int past float's range (the parsers keep ints up to 4,300 digits)
+        v = math.inf
     if not math.isfinite(v) or v < 0:
         raise FeedParseError(
             f"{_series_text(name, labels)}: impossible value {v}", endpoint=endpoint

@@ -27,25 +27,45 @@ certain to refuse it (the platform's counter without `_total`) and returns None 
 it is not certain about; then the library path below runs unchanged, error messages included.
 Proof: tests/test_fastparse.py (differential against both library parsers); need and figures:
 benchmarks/parse.py and benchmarks/results/parse.md.
+
+Bad input. What a feed may not do, each a FeedParseError naming the line, whichever parser ran:
+
+- repeat a series (same name and labels): OpenMetrics forbids it and summing would double the
+  load (a feed served twice); the strict parser silently drops an adjacent repeat, so its result is
+  checked too;
+- carry anything but blank lines after a `# EOF` line (the text parser would count it);
+- start with a UTF-8 byte-order mark: both of prometheus_client's parsers refuse one ("invalid
+  metric name"), and so does this, with a message that says so;
+- take longer than `parse_deadline_s` to parse: both the fast pass and the library's are checked
+  every 1,024 lines (the library through the line iterator handed to it).
+
+An integer longer than Python's `int()` takes (4,301 digits) is the library's float, inf, then an
+impossible value like any other. The error path costs about one parse: the line the library
+stopped at is counted while it reads, not found by re-parsing every line. The `Scraper` parses
+bodies over `parse_inline_bytes` in a worker thread, so a big feed's parse leaves the event loop
+(and `/healthz`, and the other endpoints' scrapes) running.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import io
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as _openmetrics_families,
+    text_fd_to_metric_families as _openmetrics_fd,
 )
+from prometheus_client.parser import text_fd_to_metric_families as _text_fd
 from prometheus_client.parser import text_string_to_metric_families as _text_families
 
 from controller.clock import Clock
 from controller.errors import AuthError, FeedError, FeedParseError, FeedUnavailable
-from controller.platform.fastparse import parse_text
+from controller.platform.fastparse import ParseOvertime, parse_text
 from controller.platform.presets import AUTO, choose_preset
 from controller.platform.recipes import Recipe, family_names, reduce_feed
 from controller.platform.signals import (
@@ -75,38 +95,150 @@ log = structlog.get_logger(__name__)
 # ------------------------------------------------------------------------------------- parsing
 
 
-def _families(text: str, endpoint: str | None) -> list[Metric]:
-    """Parse with the OpenMetrics parser if the body says it is OpenMetrics, else leniently."""
-    fast = parse_text(text)  # None unless certain to equal the library's result
-    if fast is not None:
-        if text.rstrip().endswith("# EOF"):  # taken only where the strict parser must refuse
-            log.debug("feed_openmetrics_fallback", endpoint=endpoint)
-        return fast
+def _families(text: str, endpoint: str | None, deadline: float | None = None) -> list[Metric]:
+    """Parse with the OpenMetrics parser if the body says it is OpenMetrics, else leniently.
+
+    Then refuse what no parser may let through (module docstring): a BOM, data after `# EOF`,
+    a repeated series. `deadline` is a `time.monotonic()` reading bounding the parse.
+    """
+    if text.startswith("\ufeff"):
+        raise FeedParseError(
+            "line 1: the feed starts with a UTF-8 byte-order mark, which prometheus_client's "
+            "parsers refuse",
+            endpoint=endpoint,
+        )
+    _nothing_after_eof(text, endpoint)
+    try:
+        fast = parse_text(text, deadline)  # None unless certain to equal the library's result
+        if fast is not None:
+            if text.rstrip().endswith("# EOF"):  # taken only where the strict parser must refuse
+                log.debug("feed_openmetrics_fallback", endpoint=endpoint)
+            families = fast
+        else:
+            families = _library(text, endpoint, deadline)
+    except ParseOvertime as exc:
+        raise FeedParseError(
+            f"line {exc.line}: parse abandoned, over scrape.parse_deadline_s", endpoint=endpoint
+        ) from None
+    _unique(families, text, endpoint)
+    return families
+
+
+class _Cursor:
+    """The line a library parser is reading, counted as it reads (the error path's locator)."""
+
+    __slots__ = ("line", "number")
+
+    def __init__(self) -> None:
+        self.number = 0
+        self.line = ""
+
+    def lines(self, text: str, deadline: float | None) -> Iterator[str]:
+        for line in io.StringIO(text):  # the lines the library's own string entry point reads
+            self.number += 1
+            self.line = line
+            if deadline is not None and not self.number & 1023 and time.monotonic() > deadline:
+                raise ParseOvertime(self.number)
+            yield line
+
+
+def _library(text: str, endpoint: str | None, deadline: float | None) -> list[Metric]:
+    """prometheus_client's parsers, as the module docstring says, one pass each at most."""
     if text.rstrip().endswith("# EOF"):
+        strict = text.rstrip() + "\n"
         try:
-            return list(_openmetrics_families(text.rstrip() + "\n"))
+            families = list(_openmetrics_fd(_Cursor().lines(strict, deadline)))
+        except ParseOvertime:
+            raise
         except Exception:  # strict parser refused; the lenient one decides below
             log.debug("feed_openmetrics_fallback", endpoint=endpoint)
+        else:
+            lines = sum(1 for line in strict.split("\n") if line and line[0] != "#")
+            if lines != sum(len(f.samples) for f in families):
+                # It drops a series repeated within a group: find it with the lenient parser.
+                _unique(_lenient(text, endpoint, deadline), text, endpoint)
+            return families
+    return _lenient(text, endpoint, deadline)
+
+
+def _lenient(text: str, endpoint: str | None, deadline: float | None) -> list[Metric]:
+    cursor = _Cursor()
     try:
-        return list(_text_families(text))
+        return list(_text_fd(cursor.lines(text, deadline)))
+    except ParseOvertime:
+        raise
     except Exception as exc:  # the parser raises bare ValueError/IndexError/etc.
+        where = f"line {cursor.number}: {cursor.line.strip()[:80]!r}"
         raise FeedParseError(
-            f"unparseable feed ({_locate(text)}): {type(exc).__name__}: {str(exc)[:120]}",
+            f"unparseable feed ({where}): {type(exc).__name__}: {str(exc)[:120]}",
             endpoint=endpoint,
         ) from exc
 
 
-def _locate(text: str) -> str:
-    """Name the first line the text parser rejects on its own (error path only)."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
+def _nothing_after_eof(text: str, endpoint: str | None) -> None:
+    """A `# EOF` line ends the feed (OpenMetrics): anything but blank lines after it is an error."""
+    pos = text.find("# EOF")
+    while pos >= 0:
+        start = text.rfind("\n", 0, pos) + 1
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        if text[start:end].strip() == "# EOF":
+            rest = text[end:]
+            if not rest.strip():
+                return
+            eof_line = text.count("\n", 0, start) + 1
+            offset = next(i for i, line in enumerate(rest.split("\n")) if line.strip())
+            raise FeedParseError(
+                f"line {eof_line + offset}: content after `# EOF` (line {eof_line})",
+                endpoint=endpoint,
+            )
+        pos = text.find("# EOF", end)
+
+
+def _unique(families: Iterable[Metric], text: str, endpoint: str | None) -> None:
+    """Refuse a repeated series (same sample name and labels), naming its lines."""
+    keys = [(s.name, frozenset(s.labels.items())) for f in families for s in f.samples]
+    if len(set(keys)) == len(keys):
+        return
+    seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+    for key in keys:
+        if key in seen:
+            break
+        seen.add(key)
+    name, labels = key
+    series = _series(name, dict(labels))
+    lines = _series_lines(text, name, dict(labels))
+    where = f"line {lines[1]}: " if len(lines) > 1 else ""
+    first = f" (first at line {lines[0]})" if len(lines) > 1 else ""
+    raise FeedParseError(
+        f"{where}duplicate series {series}{first}; a series may appear once in a feed",
+        endpoint=endpoint,
+    )
+
+
+def _series(name: str, labels: Mapping[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}" if inner else name
+
+
+def _series_lines(text: str, name: str, labels: Mapping[str, str]) -> list[int]:
+    """The lines holding series `name{labels}` (a counter's `_total` either way); error path only.
+
+    Only lines starting with the name are parsed, one at a time: at most one parse of the feed.
+    """
+    base = name.removesuffix("_total")
+    found = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        if not line.startswith(base):
             continue
         try:
-            list(_text_families(stripped + "\n"))
+            samples = [s for f in _text_families(line + "\n") for s in f.samples]
         except Exception:
-            return f"line {number}: {stripped[:80]!r}"
-    return "no single bad line"
+            continue
+        if any(s.name.removesuffix("_total") == base and s.labels == labels for s in samples):
+            found.append(number)
+    return found
 
 
 def parse_feed(
@@ -117,6 +249,7 @@ def parse_feed(
     endpoint: str | None = None,
     preset: str = AUTO,
     overrides: Mapping[str, Recipe] | None = None,
+    parse_deadline_s: float | None = None,
 ) -> FeedSample:
     """Parse one feed body into a `FeedSample` stamped `at` (epoch seconds of the scrape).
 
@@ -124,11 +257,13 @@ def parse_feed(
     pins one by name; `auto` uses `mapping` (the config's `scrape.mapping`) when one is given, as
     the one recipe set it used to be, else detects the preset from the families present.
     `overrides` replaces single signals' recipes. Raises FeedParseError on a malformed body, an
-    impossible value, or a body carrying none of the preset's series (none detected).
+    impossible value, or a body carrying none of the preset's series (none detected), or when
+    parsing takes longer than `parse_deadline_s` (wall seconds).
     """
     if not text.strip():
         raise FeedParseError("empty feed: no known series", endpoint=endpoint)
-    families = _families(text, endpoint)
+    deadline = None if parse_deadline_s is None else time.monotonic() + parse_deadline_s
+    families = _families(text, endpoint, deadline)
     chosen = choose_preset(family_names(families), pin=preset, custom=mapping, overrides=overrides)
     if chosen is None:
         raise FeedParseError(
@@ -161,9 +296,12 @@ class Scraper:
         concurrency: int = 16,
         clock: Clock,
         choice: Callable[[str], FeedChoice | None] | None = None,
+        parse_deadline_s: float | None = 2.0,
+        parse_inline_bytes: int = 256 * 1024,
     ) -> None:
         """`mapping`: the config's `scrape.mapping` (None: presets detected); `choice(key)`: the
-        endpoint's pinned preset and recipe overrides (its `EndpointSettings`)."""
+        endpoint's pinned preset and recipe overrides (its `EndpointSettings`); a body longer
+        than `parse_inline_bytes` is parsed in a worker thread, each within `parse_deadline_s`."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self._client = client
@@ -171,6 +309,10 @@ class Scraper:
         self._choice = choice
         self._concurrency = concurrency
         self._clock = clock
+        self._parse_deadline_s = parse_deadline_s
+        self._inline = parse_inline_bytes
+        # Parses running in worker threads now (the loop is free meanwhile); tests watch it.
+        self.parsing_off_loop = 0
 
     async def scrape(self, keys: Sequence[tuple[str, str]]) -> dict[str, FeedSample | FeedError]:
         """Result keyed `ns/name`: a FeedSample, or the FeedUnavailable/FeedParseError it got."""
@@ -221,22 +363,32 @@ class Scraper:
                 err.__cause__ = exc
                 return key, err
             at = self._clock.now()
+        if len(text) <= self._inline:
+            return key, self._parse(key, text, at)
+        # A big body: parse it in a thread so the loop (probes, other feeds) goes on meanwhile.
+        self.parsing_off_loop += 1
+        try:
+            return key, await asyncio.to_thread(self._parse, key, text, at)
+        finally:
+            self.parsing_off_loop -= 1
+
+    def _parse(self, key: str, text: str, at: float) -> FeedSample | FeedError:
         try:
             how = (self._choice(key) if self._choice is not None else None) or FeedChoice()
-            sample = parse_feed(
+            return parse_feed(
                 text,
                 self._mapping,
                 at=at,
                 endpoint=key,
                 preset=how.preset,
                 overrides=how.overrides,
+                parse_deadline_s=self._parse_deadline_s,
             )
-            return key, sample
         except FeedParseError as exc:
             log.debug("feed_parse_error", endpoint=key, error=str(exc))
-            return key, exc
+            return exc
         except Exception as exc:  # a parser bug must not sink the other endpoints
             log.exception("feed_parse_crashed", endpoint=key)
             err = FeedParseError(f"feed parse crashed: {type(exc).__name__}", endpoint=key)
             err.__cause__ = exc
-            return key, err
+            return err
