@@ -12,6 +12,8 @@ are. Every fault applied is counted (`injected`) and logged (`events`).
     proxy.add(Fault("slow_body", path="open-metrics", chunk_bytes=16, chunk_interval_s=2))
     proxy.add(Fault("mutate", path="/v2/endpoint/", endpoint="chat",
                     set={"status.targetReplica": 1000}, duration_s=40))
+    proxy.add(Fault("body", path="chat/open-metrics", payload=gzip_bomb,
+                    headers=[("content-encoding", "gzip")]))
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ FaultKind = Literal[
     "stale_body",  # serve the body first seen for this path since the fault began
     "garbage",  # forward, then replace the body with `body`
     "stamp",  # forward, then give every sample line of a metrics body a timestamp `age_s` old
+    "body",  # answer 200 with `payload` (bytes) and `headers`, without forwarding; `chunked`
+    # sends it without a Content-Length, `chunk_bytes` at a time
 ]
 
 _REASONS = {
@@ -83,6 +87,9 @@ class Fault:
     status: int = 503
     retry_after: float | None = None
     body: str = ""
+    payload: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    chunked: bool = False
     delay_s: float = 0.0
     chunk_bytes: int = 64
     chunk_interval_s: float = 2.0
@@ -267,6 +274,14 @@ class FaultProxy:
                 writer, fault.status, [("content-type", "application/json"), *extra], msg.encode()
             )
             return True
+        if fault is not None and fault.kind == "body":
+            self._count(fault, method, path)
+            head = [("content-type", "text/plain; version=0.0.4"), *fault.headers]
+            if fault.chunked:
+                await self._write_chunked(writer, head, fault.payload, fault.chunk_bytes)
+            else:
+                await self._write(writer, 200, head, fault.payload)
+            return True
         if fault is not None and fault.kind == "disconnect":
             self._count(fault, method, path)
             return False
@@ -349,9 +364,22 @@ class FaultProxy:
             await writer.drain()
             await asyncio.sleep(f.chunk_interval_s)
 
+    async def _write_chunked(
+        self, writer: asyncio.StreamWriter, headers: list[tuple[str, str]], body: bytes, size: int
+    ) -> None:
+        """200 with `Transfer-Encoding: chunked`: the client cannot know the length up front."""
+        writer.write(self._head(200, [*headers, ("transfer-encoding", "chunked")], None))
+        for i in range(0, len(body), size):
+            part = body[i : i + size]
+            writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
     @staticmethod
-    def _head(status: int, headers: list[tuple[str, str]], length: int) -> bytes:
+    def _head(status: int, headers: list[tuple[str, str]], length: int | None) -> bytes:
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
         lines += [f"{k}: {v}" for k, v in headers]
-        lines.append(f"content-length: {length}")
+        if length is not None:
+            lines.append(f"content-length: {length}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
