@@ -258,6 +258,18 @@ CASES: list[tuple[str, str, bool]] = [
     ("counter-named-total-only", "# TYPE _total counter\n", False),
     ("junk", "<html>\n", False),
     ("unclosed", 'a{x="1"\n', False),
+    # Issue 13: huge integers are the library's float (inf past 4,300 digits), a BOM is refused.
+    ("int-4300-digits", "a " + "9" * 4300 + "\n", True),
+    ("int-4301-digits", "a " + "9" * 4301 + "\n", True),
+    ("negative-int-4301-digits", "a -" + "9" * 4301 + "\n", True),
+    ("int-past-float-range", "a 1" + "0" * 400 + "\n", True),
+    ("bom", "\ufeff# TYPE a gauge\na 1\n", False),
+    ("bom-sample", "\ufeffa 1\n", False),
+    # Repeated series and data after `# EOF`: the parsers' families (both count or drop them);
+    # `_families` refuses them whichever ran (test_refused_whichever_parser_ran).
+    ("repeated-series", 'a{x="1"} 1\na{x="1"} 2\n', True),
+    ("repeated-series-label-order", 'a{x="1",y="2"} 1\na{y="2",x="1"} 2\n', True),
+    ("data-after-eof", "a 1\n# EOF\na 2\n", True),
 ]
 
 
@@ -268,6 +280,107 @@ def test_edge_cases(text, taken):
     """Each case: fast path taken or not as listed, and never a result the library won't give."""
     assert (check(text) is not None) is taken
     assert_parse_feed_same(text)
+
+
+REFUSED: list[tuple[str, str, str]] = [
+    (
+        "repeated-series",
+        'a{x="1"} 1\na{x="1"} 2\n',
+        'line 2: duplicate series a{x="1"} (first at line 1)',
+    ),
+    (
+        "repeated-label-order",
+        '# TYPE a gauge\na{x="1",y="2"} 1\na{y="2",x="1"} 2\n',
+        'line 3: duplicate series a{x="1",y="2"} (first at line 2)',
+    ),
+    (
+        "feed-served-twice",
+        DOCS_SAMPLE + DOCS_SAMPLE,
+        'line 18: duplicate series latency_distribution{quantile="0.5"} (first at line 3)',
+    ),
+    (
+        "counter-bare-and-total",
+        "# TYPE c counter\nc 1\nc_total 2\n",
+        "line 3: duplicate series c_total (first at line 2)",
+    ),
+    # The strict parser drops a repeat within a group without a word: still refused.
+    (
+        "strict-openmetrics-repeat",
+        '# TYPE g gauge\ng{a="1"} 1\ng{a="1"} 2\n# EOF\n',
+        'line 3: duplicate series g{a="1"} (first at line 2)',
+    ),
+    (
+        "strict-openmetrics-family-twice",
+        OPENMETRICS_FEED.replace("# EOF\n", "") * 2 + "# EOF\n",
+        "duplicate series",
+    ),
+    ("data-after-eof", "a 1\n# EOF\na 2\n", "line 3: content after `# EOF` (line 2)"),
+    ("data-after-eof-blank-lines", "a 1\n# EOF\n\n  \n# x\n", "line 5: content after `# EOF`"),
+    ("eof-twice", OPENMETRICS_FEED + OPENMETRICS_FEED, "line 14: content after `# EOF` (line 13)"),
+    ("bom", "\ufeff# TYPE a gauge\na 1\n", "line 1: the feed starts with a UTF-8 byte-order mark"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [(t, m) for _, t, m in REFUSED], ids=[n for n, _, _ in REFUSED]
+)
+def test_refused_whichever_parser_ran(text, message):
+    """Repeats, data after `# EOF` and a BOM: a parse error naming the line, never a sum, and
+    the same error with the fast path off (so the two paths cannot disagree)."""
+    for fast in (True, False):
+        fake = parse_text if fast else lambda *a: None
+        with mock.patch.object(scrape, "parse_text", fake), pytest.raises(FeedParseError) as info:
+            scrape._families(text, "ns/ep")
+        assert message in str(info.value), (fast, str(info.value))
+    assert_parse_feed_same(text)
+
+
+def test_blank_lines_after_eof_are_fine():
+    """Trailing blank lines after `# EOF` are not content."""
+    assert scrape._families(OPENMETRICS_FEED + "\n  \n", None)
+
+
+@pytest.mark.parametrize("digits", [4300, 4301, 400])
+def test_huge_integers_end_as_impossible_values_not_crashes(digits):
+    """The library returns an int or inf; either way the value is impossible, not a crash."""
+    text = "pending_requests " + "9" * digits + "\n"
+    got = parse_feed_outcome(text)
+    assert got[0] == "error"
+    assert "impossible value inf" in got[1]
+    assert_parse_feed_same(text)
+
+
+def test_error_path_reads_the_feed_once(monkeypatch):
+    """A bad last line is found by counting the lines the library read, not by re-parsing each
+    line on its own (the old locator parsed every line again: 3.6x a normal parse)."""
+    lines = [f'pending_requests{{replica_id="r{i}"}} 1' for i in range(2000)]
+    text = "\n".join([*lines, "pending_requests{"]) + "\n"
+    read = 0
+    real = scrape._Cursor.lines
+
+    def counting(self, body, deadline):
+        nonlocal read
+        for line in real(self, body, deadline):
+            read += 1
+            yield line
+
+    monkeypatch.setattr(scrape._Cursor, "lines", counting)
+    with pytest.raises(FeedParseError, match=r"line 2001: 'pending_requests\{'"):
+        scrape._families(text, None)
+    assert read == 2001
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_parse_deadline_abandons_a_long_parse(fast):
+    """Past `parse_deadline_s` the parse stops (fast pass and library alike): a parse error."""
+    lines = [f'pending_requests{{replica_id="r{i}"}} 1' for i in range(5000)]
+    if not fast:
+        lines[0] += " 1700000000000"  # a timestamp: the fast parser gives up at once
+    text = "\n".join(lines) + "\n"
+    assert (parse_text(text) is not None) is fast
+    with pytest.raises(FeedParseError, match=r"line \d+: parse abandoned, over scrape"):
+        scrape.parse_feed(text, MAPPING, at=1.0, parse_deadline_s=1e-9)
+    assert scrape.parse_feed(text, MAPPING, at=1.0, parse_deadline_s=60.0).pending == 5000
 
 
 def test_fast_path_is_what_families_uses(monkeypatch):
@@ -331,7 +444,10 @@ def values(draw: st.DrawFn, nasty: bool = False) -> str:
     if nasty:
         options.append(
             st.sampled_from(
-                ["0x10", "1_000", "\u0663", "\u00b2", "", "1.2.3", "abc", "++1", "1e", "Infinity"]
+                [
+                    *("0x10", "1_000", "\u0663", "\u00b2", "", "1.2.3", "abc", "++1", "1e"),
+                    *("Infinity", "9" * 4301, "-" + "9" * 4301, "1" + "0" * 400, "9" * 4300),
+                ]
             )
         )
         options.append(st.text(RAW_CHARS, max_size=4))
@@ -502,6 +618,10 @@ def nasty_feed(draw: st.DrawFn) -> str:
     lines = draw(known_shape()).split("\n")
     for extra in draw(st.lists(st.one_of(subset_line(), nasty_line()), max_size=6)):
         lines.insert(draw(st.integers(0, len(lines))), extra)
+    if draw(st.booleans()):  # repeat a line (a series twice, a HELP twice...)
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(lines)))
+    if draw(st.integers(0, 9)) == 0:
+        lines[0] = "\ufeff" + lines[0]
     end = draw(st.sampled_from(["", "\n", "\n\n", "# EOF", "# EOF\n", "\n# EOF\n  \n"]))
     return draw(st.sampled_from(["\n", "\n", "\r\n"])).join(lines) + end
 
