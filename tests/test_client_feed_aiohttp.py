@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import gzip
 import socket
 import warnings
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,8 +24,15 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from controller.errors import AuthError, FeedTimeout, FeedUnavailable, RetryableApiError
-from controller.platform.client import CallRecord, EndpointsClient
+from controller.errors import (
+    AuthError,
+    BadResponseError,
+    FeedTimeout,
+    FeedTooLarge,
+    FeedUnavailable,
+    RetryableApiError,
+)
+from controller.platform.client import CallRecord, EndpointsClient, _BodyReader
 from tests.conftest import NS, TOKEN, World
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -32,7 +41,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Rig:
     """A client on the aiohttp feed path with recorded sleeps and call records."""
 
-    def __init__(self, base_url: str, token: str | None = TOKEN, **kw: Any) -> None:
+    def __init__(
+        self, base_url: str, token: str | None = TOKEN, *, check_aiohttp: bool = True, **kw: Any
+    ) -> None:
         self.sleeps: list[float] = []
         self.calls: list[CallRecord] = []
 
@@ -40,7 +51,7 @@ class Rig:
             self.sleeps.append(seconds)
 
         self.client = EndpointsClient(base_url, token, sleep=sleep, on_call=self.calls.append, **kw)
-        assert self.client._feed_via_aiohttp
+        assert self.client._feed_via_aiohttp or not check_aiohttp
 
     def outcomes(self) -> list[tuple[str, int | None, str]]:
         return [(c.route, c.status, c.outcome) for c in self.calls]
@@ -443,3 +454,182 @@ async def test_proxy_from_environment_keeps_the_feed_on_httpx(monkeypatch, var: 
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     async with EndpointsClient("http://127.0.0.1:9/v2", TOKEN) as client:
         assert client._feed_via_aiohttp
+
+
+# ------------------------------------------------------------------ limits (issue 13, item 6)
+
+MIB = 1024 * 1024
+FEED_LINE = b"pending_requests 1\n"
+
+
+def _gzip_bomb(inflated: int) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = FEED_LINE * (MIB // len(FEED_LINE))
+    return b"".join([*(z.compress(block) for _ in range(inflated // len(block))), z.flush()])
+
+
+@contextlib.asynccontextmanager
+async def both_paths(base: str, **kw: Any) -> AsyncIterator[list[Rig]]:
+    """The aiohttp feed path and the httpx one (a real transport), same limits, same server."""
+    a = Rig(base, **kw)
+    b = Rig(base, transport=httpx.AsyncHTTPTransport(), check_aiohttp=False, **kw)
+    try:
+        yield [a, b]
+    finally:
+        await a.client.aclose()
+        await b.client.aclose()
+
+
+def test_inflating_stops_at_the_cap_not_after():
+    """A 64 MiB bomb (~160 KB on the wire) fed to the reader whole: it raises having inflated
+    the cap plus one byte, never the whole body."""
+    bomb = _gzip_bomb(64 * MIB)
+    assert len(bomb) < MIB // 4
+    reader = _BodyReader("gzip", max_wire=MIB, max_decoded=MIB, endpoint="ns/ep")
+    with pytest.raises(BadResponseError, match="max_decoded_bytes"):
+        reader.feed(bomb)
+    assert reader.decoded == MIB + 1
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        pytest.param("gzip", gzip.compress, id="gzip"),
+        pytest.param("deflate", zlib.compress, id="deflate-zlib"),
+        pytest.param("deflate", lambda b: zlib.compress(b, wbits=-15), id="deflate-raw"),
+        pytest.param("identity", lambda b: b, id="identity"),
+    ],
+)
+async def test_compressed_feeds_under_the_caps_decode_on_both_paths(encoding, compress):
+    body = FEED_LINE * 1000
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=compress(body), headers={"content-encoding": encoding})
+
+    async with serve(handler) as (base, _), both_paths(base) as rigs:
+        for r in rigs:
+            assert await r.client.fetch_metrics(NS, "ep") == body.decode()
+
+
+async def test_a_gzip_bomb_is_too_large_on_both_paths():
+    bomb = _gzip_bomb(64 * MIB)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=bomb, headers={"content-encoding": "gzip"})
+
+    async with serve(handler) as (base, _), both_paths(base, feed_max_decoded_bytes=MIB) as rigs:
+        for r in rigs:
+            with pytest.raises(FeedTooLarge, match=r"max_decoded_bytes \(1,048,576 bytes"):
+                await r.client.fetch_metrics(NS, "ep")
+            assert r.outcomes() == [("open_metrics", 200, "error")]  # recorded, not retried
+
+
+async def test_a_declared_length_over_the_cap_is_refused_before_reading():
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=FEED_LINE * 100_000)  # 1.9 MB with a Content-Length
+
+    async with serve(handler) as (base, _), both_paths(base, feed_max_body_bytes=MIB) as rigs:
+        for r in rigs:
+            with pytest.raises(FeedTooLarge, match=r"Content-Length\) is over"):
+                await r.client.fetch_metrics(NS, "ep")
+
+
+async def test_a_chunked_body_over_the_wire_cap_is_cut_while_reading():
+    sent = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):  # 64 MiB if nobody stops it
+                await resp.write(b"x" * MIB)
+                sent += MIB
+        return resp
+
+    async with serve(handler) as (base, _), both_paths(base, feed_max_body_bytes=MIB) as rigs:
+        for r in rigs:
+            with pytest.raises(FeedTooLarge, match="max_body_bytes"):
+                await r.client.fetch_metrics(NS, "ep")
+    assert sent < 32 * MIB  # the reader let go; the server did not get to send it all
+
+
+async def test_a_trickled_body_ends_at_the_scrape_deadline_on_both_paths():
+    """A byte every 50 ms never trips a per-read timeout; the whole fetch's deadline ends it."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(400):
+                await resp.write(b"p")
+                await asyncio.sleep(0.05)
+        return resp
+
+    limits = {"timeout_s": 30.0, "feed_deadline_s": 0.5, "feed_attempts": 3}
+    async with serve(handler) as (base, _), both_paths(base, **limits) as rigs:
+        for r in rigs:
+            with pytest.raises(FeedTimeout, match=r"the scrape deadline of 0\.5s"):
+                await r.client.fetch_metrics(NS, "ep")
+            # one attempt: the deadline passed inside it, so the retries had no time left
+            assert r.outcomes() == [("open_metrics", 200, "error")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "message"),
+    [
+        pytest.param({"content-encoding": "br"}, b"x", "unsupported Content-Encoding", id="br"),
+        pytest.param(
+            {"content-encoding": "gzip"}, gzip.compress(FEED_LINE)[:-8], "truncated", id="cut"
+        ),
+        pytest.param({"content-encoding": "gzip"}, b"not gzip", "undecodable", id="not-gzip"),
+    ],
+)
+async def test_undecodable_bodies_are_feed_unavailable(headers, body, message):
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, headers=headers)
+
+    async with serve(handler) as (base, _), both_paths(base) as rigs:
+        for r in rigs:
+            with pytest.raises(FeedUnavailable, match=message) as info:
+                await r.client.fetch_metrics(NS, "ep")
+            assert info.value.reason == "unavailable"
+
+
+async def test_the_limits_come_from_scrape_settings(world: World):
+    """`make_client` hands `scrape.deadline_s` and both caps to the client; defaults are sane."""
+    from controller.platform.client import make_client
+    from controller.settings import Settings
+
+    d = Settings().scrape
+    assert (d.deadline_s, d.max_body_bytes, d.max_decoded_bytes) == (5.0, 4 * MIB, 4 * MIB)
+    assert (d.parse_deadline_s, d.parse_inline_bytes) == (2.0, 256 * 1024)
+    s = world.settings(
+        scrape={"deadline_s": 1.5, "max_body_bytes": 2048, "max_decoded_bytes": 4096}
+    )
+    async with make_client(s) as client:
+        assert (client._feed_deadline, client._feed_max_body, client._feed_max_decoded) == (
+            1.5,
+            2048,
+            4096,
+        )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"deadline_s": 0},
+        {"max_body_bytes": 10},
+        {"max_decoded_bytes": 2 * 1024 * MIB},
+        {"parse_deadline_s": -1},
+        {"parse_inline_bytes": -1},
+    ],
+)
+def test_limit_settings_are_validated(bad):
+    from controller.errors import ConfigError
+    from controller.settings import load_settings
+
+    with pytest.raises(ConfigError, match=f"scrape.{next(iter(bad))}"):
+        load_settings(None, overrides={"scrape": bad}, env={})

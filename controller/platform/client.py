@@ -566,7 +566,7 @@ class EndpointsClient:
         return text.replace(token, "***") if token else text
 
     def _retryable(self, exc: BaseException) -> bool:
-        if not isinstance(exc, RetryableApiError):
+        if not isinstance(exc, RetryableApiError) or isinstance(exc, _FeedDeadlinePassed):
             return False
         return exc.retry_after is None or exc.retry_after <= self._backoff_max
 
@@ -819,10 +819,12 @@ class EndpointsClient:
         return asyncio.timeout_at(min(asyncio.get_running_loop().time() + self._timeout_s, until))
 
     def _feed_timeout(self, until: float, endpoint: str) -> ApiTimeout:
-        if asyncio.get_running_loop().time() >= until:
+        if asyncio.get_running_loop().time() >= until:  # nothing left to retry in
             why = f"the scrape deadline of {self._feed_deadline:g}s"
-        else:
-            why = f"{self._timeout_s:g}s (api.timeout_s)"
+            return _FeedDeadlinePassed(
+                f"open_metrics: no complete response within {why}", endpoint=endpoint
+            )
+        why = f"{self._timeout_s:g}s (api.timeout_s)"
         return ApiTimeout(f"open_metrics: no complete response within {why}", endpoint=endpoint)
 
     def _body_reader(self, headers: Mapping[str, str], endpoint: str, status: int) -> _BodyReader:
@@ -972,6 +974,10 @@ class EndpointsClient:
         if 400 <= status < 500:
             return RejectedApiError(message, **kw)
         return ApiError(f"unexpected status for {route}: {message}", **kw)
+
+
+class _FeedDeadlinePassed(ApiTimeout):
+    """The whole feed fetch's deadline passed: no attempt is left to retry in."""
 
 
 class _BodyTooLarge(BadResponseError):
