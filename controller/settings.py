@@ -499,6 +499,8 @@ class EndpointRule(_Strict):
     human_backoff_s: float | None = Field(None, ge=0, le=7 * 86400)
     feed_preset: str | None = None
     feed_recipes: dict[SignalName, Recipe] | None = None
+    feed_source: Literal["platform", "engine"] | None = None
+    engine_metrics_path: str | None = Field(None, pattern=r"^/[A-Za-z0-9_.~/-]{0,200}$")
 
 
 def _matches(

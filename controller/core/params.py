@@ -6,7 +6,7 @@ They live with the core (not with the config loader) so the core imports nothing
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -94,6 +94,19 @@ class EndpointSettings(_Strict):
         default_factory=dict,
         description="Per-signal recipes replacing the preset's: signal -> alternatives, each a "
         "list of series (a name, or {name, match, scale, collapse}); see docs/signals.md.",
+    )
+
+    feed_source: Literal["platform", "engine"] = Field(
+        "platform",
+        description="Where the load is read: platform (the API's open-metrics route) or engine "
+        "(GET <status.url><engine_metrics_path> with the token: one replica's engine metrics, "
+        "its counts scaled by the ready replicas; docs/signals.md, 'Engine-native scraping').",
+    )
+    engine_metrics_path: str = Field(
+        "/metrics",
+        pattern=r"^/[A-Za-z0-9_.~/-]{0,200}$",
+        description="The engine's metrics path under the endpoint URL (not documented by the "
+        "platform; /metrics for TGI, vLLM, TEI, SGLang, llama.cpp).",
     )
 
     @field_validator("feed_preset")

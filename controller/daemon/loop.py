@@ -357,8 +357,16 @@ class Governor:
                 es = self.endpoint_settings(ep)
             except ValueError:  # reported once by _decide_and_act; read with the defaults here
                 continue
-            if es.feed_preset != AUTO or es.feed_recipes:
-                self._feed_choices[ep.key] = FeedChoice(es.feed_preset, es.feed_recipes)
+            engine = es.feed_source == "engine"
+            if es.feed_preset != AUTO or es.feed_recipes or engine:
+                url = ep.status.url
+                self._feed_choices[ep.key] = FeedChoice(
+                    es.feed_preset,
+                    es.feed_recipes,
+                    source=es.feed_source,
+                    engine_url=url.rstrip("/") + es.engine_metrics_path if url else None,
+                    ready=ep.status.ready_replica,
+                )
         keys = [(ep.namespace or "", ep.name) for ep in live]
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):

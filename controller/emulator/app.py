@@ -23,10 +23,12 @@ only in the namespaces granted to it, or without a grant in those the platform k
     GET    /v2/provider                           provider       prices, no auth
 
 Inference plane (`status.url` = `<base>/inference/{ns}/{name}`): `GET <url><healthRoute>` is 200
-when a replica is ready, else 503; `POST <url>[/anything]` is one request (503 unless a replica is
-ready; `X-Scale-Up-Timeout: <s>` holds it, waking a scaled-to-zero endpoint, up to that long in
-clock time); a served request waits its simulated queueing + service time on the clock and returns
-200 JSON.
+when a replica is ready, else 503; `GET <url><engine_metrics_path>` (`/metrics`) is one ready
+replica's engine metrics, the replicas in turn as a load balancer would pick them, and needs a
+known token (401 without), as a protected endpoint would (503 with no replica ready);
+`POST <url>[/anything]` is one request (503 unless a replica is ready; `X-Scale-Up-Timeout: <s>`
+holds it, waking a scaled-to-zero endpoint, up to that long in clock time); a served request waits
+its simulated queueing + service time on the clock and returns 200 JSON.
 
 Bodies are capped (`max_body_bytes`, 413), decoded strictly (`schema.decode_json`: no NaN or
 Infinity, nesting at most `max_json_depth`) and validated by `schema`'s models: every malformed
@@ -93,6 +95,8 @@ class EmulatorConfig:
     delete_status: Annotated[int, Field(ge=200, le=299)] = 200
     admin_loopback_only: bool = True
     inference_auth: bool = False  # require a known token on the inference plane
+    # where each replica's engine serves its metrics under `status.url` (always token-protected)
+    engine_metrics_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]{0,200}$")] = "/metrics"
     # clock seconds between readiness checks of held requests
     inference_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     # the longest X-Scale-Up-Timeout hold accepted
@@ -362,6 +366,15 @@ class _Api:
         finally:
             plat.release(ns, name)
 
+    def _engine_metrics(self, request: Request, ns: str, name: str) -> Response:
+        self._token(request)  # the engine's metrics are behind the endpoint's auth
+        om = "application/openmetrics-text" in request.headers.get("accept", "")
+        got = self.st.platform.render_replica_engine(ns, name, openmetrics=om)
+        if got is None:
+            return _error(503, "no replica ready")
+        text, media = got
+        return Response(text, media_type=media)
+
     async def inference(self, request: Request, user: UserRef | None) -> Response:
         st = self.st
         plat, clock = st.platform, st.clock
@@ -370,7 +383,10 @@ class _Api:
             self._token(request)
         ep = plat.get(ns, name)  # 404 if unknown
         if request.method == "GET":
-            if request.path_params.get("rest", "") == (ep.get("healthRoute") or "/health"):
+            rest = request.path_params.get("rest", "")
+            if rest == st.config.engine_metrics_path:
+                return self._engine_metrics(request, ns, name)
+            if rest == (ep.get("healthRoute") or "/health"):
                 if plat.is_ready(ns, name):
                     return JSONResponse({"status": "ok"})
                 return _error(503, f"endpoint is {ep['status']['state']}")

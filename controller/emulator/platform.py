@@ -338,6 +338,7 @@ class _Endpoint:
         self.closed_seconds = 0.0
         self.closed_minutes: dict[float, int] = {}
         self.served = 0
+        self.lb_next = 0  # the next ready replica the endpoint URL's balancer sends a GET to
         self.rejected = 0
 
     @property
@@ -1524,6 +1525,46 @@ class Platform:
         if feed in ("full", "published"):
             return self.render_metrics(ns, name, published=feed == "published"), None
         return render_engine(feed, self.engine_load(ns, name), openmetrics=openmetrics)
+
+    def render_replica_engine(
+        self, ns: str, name: str, *, openmetrics: bool = False
+    ) -> tuple[str, str] | None:
+        """(body, content type) of what one replica's engine serves at `<status.url>/metrics`,
+        or None when no replica is ready.
+
+        The endpoint URL is load-balanced: each GET goes to the next ready replica in turn. That
+        replica reports its own batch (the requests in service on it), its share of the
+        endpoint's queue (the queue split evenly, as a balancer spreading requests would leave
+        it), and its own completions; in the endpoint's engine shape, TGI's for the platform
+        shapes (the platform's default text-generation container)."""
+        ep = self._ep(ns, name)
+        ready = (
+            sorted((r for r in ep.replicas if r.ready_at <= self._now), key=lambda r: r.id)
+            if ep.state in SERVING
+            else []
+        )
+        if not ready:
+            return None
+        i = ep.lb_next % len(ready)
+        ep.lb_next += 1
+        replica, n, queued = ready[i], len(ready), len(ep.queue)
+        completed = sum(
+            v for (rid, code), v in ep.counters.items() if rid == replica.id and code[:1] == "2"
+        )
+        count, total = self.latency_totals(ns, name)
+        share = completed / ep.served if ep.served else 0.0
+        load = EngineLoad(
+            waiting=queued // n + (1 if i < queued % n else 0),
+            running=sum(1 for entry in ep.inflight if entry[2] is replica),
+            capacity=self._concurrency(ep),
+            completed=completed,
+            latency_count=round(count * share),
+            latency_sum=total * share,
+            created=replica.created_at,
+        )
+        feed = self._feed(ep)
+        shape = "tgi" if feed in ("full", "published") else feed
+        return render_engine(shape, load, openmetrics=openmetrics)
 
     def render_metrics(self, ns: str, name: str, *, published: bool | None = None) -> str:
         """The endpoint's platform feed in Prometheus text style (no `# EOF`). `published`: just

@@ -55,6 +55,7 @@ import asyncio
 import codecs
 import contextlib
 import email.utils
+import ipaddress
 import json
 import math
 import random
@@ -111,13 +112,31 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 Route = Literal[
-    "list", "get", "update", "pause", "resume", "scale_to_zero", "open_metrics", "provider"
+    "list",
+    "get",
+    "update",
+    "pause",
+    "resume",
+    "scale_to_zero",
+    "open_metrics",
+    "engine_metrics",
+    "provider",
 ]
 Outcome = Literal["ok", "retry", "error"]
 
 # The fixed label values of `CallRecord.route` (metric labels must come from a closed set).
 ROUTES: Final = frozenset(
-    {"list", "get", "update", "pause", "resume", "scale_to_zero", "open_metrics", "provider"}
+    {
+        "list",
+        "get",
+        "update",
+        "pause",
+        "resume",
+        "scale_to_zero",
+        "open_metrics",
+        "engine_metrics",
+        "provider",
+    }
 )
 
 # The platform's quota-exceeded response is not documented; match its text (configurable).
@@ -455,7 +474,30 @@ class EndpointsClient:
             self._feed_prefix + self._path(namespace, name, "open-metrics"), key
         )
 
-    async def fetch_feed(self, url: str, endpoint: str) -> str:
+    async def fetch_engine_metrics(self, url: str, endpoint: str) -> str:
+        """An engine's own metrics at `url` (the endpoint's `status.url` plus its metrics path),
+        with the token, under the platform feed's limits (route `engine_metrics`).
+
+        The token goes only over https, or plain http to a loopback host (the emulator): an
+        endpoint URL the API gives as plain http elsewhere is refused, never sent the token."""
+        try:
+            parsed = yarl.URL(url)
+            host = parsed.host
+        except (TypeError, ValueError):
+            host = None
+        if host is None or parsed.scheme not in ("http", "https"):
+            raise FeedUnavailable(
+                f"engine metrics: {url[:120]!r} is not an http(s) URL", endpoint=endpoint
+            )
+        if parsed.scheme == "http" and not _loopback(host):
+            raise FeedUnavailable(
+                f"engine metrics: {parsed.with_query(None)!s} is plain http; the token is sent "
+                "over https only (or to a loopback host)",
+                endpoint=endpoint,
+            )
+        return await self.fetch_feed(str(parsed), endpoint, route="engine_metrics")
+
+    async def fetch_feed(self, url: str, endpoint: str, *, route: Route = "open_metrics") -> str:
         """GET a metrics feed at the absolute `url` with the token, under the feed's limits.
 
         The platform's feed (`fetch_metrics`) and an engine's own metrics path at the endpoint's
@@ -470,7 +512,7 @@ class EndpointsClient:
 
         try:
             return await self._retry(
-                lambda last: attempt(url, endpoint, last=last, until=until),
+                lambda last: attempt(url, endpoint, last=last, until=until, route=route),
                 self._feed_attempts,
                 sleep=sleep,
             )
@@ -740,7 +782,9 @@ class EndpointsClient:
         self._record(route, status, "ok", started, endpoint)
         return resp
 
-    async def _feed_attempt(self, url: str, endpoint: str, *, last: bool, until: float) -> str:
+    async def _feed_attempt(
+        self, url: str, endpoint: str, *, last: bool, until: float, route: Route
+    ) -> str:
         """One feed GET over aiohttp; the twin of `_feed_attempt_httpx`."""
         started = time.perf_counter()
         status: int | None = None
@@ -759,20 +803,20 @@ class EndpointsClient:
                     body = reader.finish()
             except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
                 if deadline.expired():
-                    raise self._feed_timeout(until, endpoint) from exc
-                raise self._map_transport(exc, route="open_metrics", endpoint=endpoint) from exc
+                    raise self._feed_timeout(until, endpoint, route) from exc
+                raise self._map_transport(exc, route=route, endpoint=endpoint) from exc
             if not 200 <= status < 300:
                 raise self._map_response(
-                    _as_httpx_response(resp, body), route="open_metrics", endpoint=endpoint
+                    _as_httpx_response(resp, body), route=route, endpoint=endpoint
                 )
         except ApiError as exc:
-            self._failed(exc, "open_metrics", status, started, endpoint, last=last)
+            self._failed(exc, route, status, started, endpoint, last=last)
             raise
-        self._record("open_metrics", status, "ok", started, endpoint)
+        self._record(route, status, "ok", started, endpoint)
         return _decode_text(body, resp.charset)
 
     async def _feed_attempt_httpx(
-        self, url: str, endpoint: str, *, last: bool, until: float
+        self, url: str, endpoint: str, *, last: bool, until: float, route: Route
     ) -> str:
         """One feed GET through httpx (an injected transport, or a proxy): raw bytes, inflated by
         `_BodyReader` under the same caps, so both transports enforce the same limits."""
@@ -786,22 +830,22 @@ class EndpointsClient:
                     status = resp.status_code
                     body = await self._read_httpx(resp, endpoint)
             except TimeoutError as exc:
-                raise self._feed_timeout(until, endpoint) from exc
+                raise self._feed_timeout(until, endpoint, route) from exc
             except httpx.HTTPError as exc:
-                raise self._map_transport(exc, route="open_metrics", endpoint=endpoint) from exc
+                raise self._map_transport(exc, route=route, endpoint=endpoint) from exc
             if not 200 <= status < 300:
                 plain = [
                     (k, v) for k, v in resp.headers.items() if k.lower() not in _FRAMING_HEADERS
                 ]
                 raise self._map_response(
                     httpx.Response(status, headers=plain, content=body, request=resp.request),
-                    route="open_metrics",
+                    route=route,
                     endpoint=endpoint,
                 )
         except ApiError as exc:
-            self._failed(exc, "open_metrics", status, started, endpoint, last=last)
+            self._failed(exc, route, status, started, endpoint, last=last)
             raise
-        self._record("open_metrics", status, "ok", started, endpoint)
+        self._record(route, status, "ok", started, endpoint)
         return _decode_text(body, resp.charset_encoding)
 
     async def _read_httpx(self, resp: httpx.Response, endpoint: str) -> bytes:
@@ -818,14 +862,14 @@ class EndpointsClient:
         """One attempt's total deadline: `timeout_s`, but never past the whole fetch's `until`."""
         return asyncio.timeout_at(min(asyncio.get_running_loop().time() + self._timeout_s, until))
 
-    def _feed_timeout(self, until: float, endpoint: str) -> ApiTimeout:
+    def _feed_timeout(self, until: float, endpoint: str, route: Route) -> ApiTimeout:
         if asyncio.get_running_loop().time() >= until:  # nothing left to retry in
             why = f"the scrape deadline of {self._feed_deadline:g}s"
             return _FeedDeadlinePassed(
-                f"open_metrics: no complete response within {why}", endpoint=endpoint
+                f"{route}: no complete response within {why}", endpoint=endpoint
             )
         why = f"{self._timeout_s:g}s (api.timeout_s)"
-        return ApiTimeout(f"open_metrics: no complete response within {why}", endpoint=endpoint)
+        return ApiTimeout(f"{route}: no complete response within {why}", endpoint=endpoint)
 
     def _body_reader(self, headers: Mapping[str, str], endpoint: str, status: int) -> _BodyReader:
         """A capped reader for this response; refuses a declared length over the cap at once."""
@@ -1064,6 +1108,15 @@ class _BodyReader:
             )
         if data:
             self._parts.append(data)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _already_running(resp: httpx.Response) -> bool:

@@ -49,6 +49,7 @@ bodies over `parse_inline_bytes` in a worker thread, so a big feed's parse leave
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -87,6 +88,7 @@ __all__ = [
     "Scraper",
     "Signal",
     "parse_feed",
+    "per_replica_estimate",
     "status_class",
 ]
 
@@ -276,10 +278,50 @@ def parse_feed(
 
 @dataclass(frozen=True, slots=True)
 class FeedChoice:
-    """How one endpoint's feed is read: a preset name (or `auto`) and per-signal recipes."""
+    """How one endpoint's feed is read: a preset name (or `auto`) and per-signal recipes, and
+    where from: `source` platform (the API's feed) or engine (the engine's own metrics at
+    `engine_url`, the endpoint URL plus its path, one replica of `ready` answering; see
+    `per_replica_estimate`)."""
 
     preset: str = AUTO
     overrides: Mapping[str, Recipe] = field(default_factory=dict)
+    source: str = "platform"
+    engine_url: str | None = None
+    ready: int = 0
+
+
+def per_replica_estimate(sample: FeedSample, ready: int) -> FeedSample:
+    """One replica's engine sample -> the endpoint's, given its `ready` replica count.
+
+    The endpoint URL is load-balanced, so a scrape of the engine's own metrics reaches one
+    replica. Its counts (pending, waiting, running) times the ready replicas estimate the
+    endpoint's total: right on average when the balancer spreads requests evenly, off by `ready`
+    times that replica's excess over the replicas' mean at that instant (docs/signals.md).
+    Per-replica percentages (GPU, KV cache...) are kept as that replica's, an estimate of the
+    mean. Its cumulative counters (requests, latency count and sum) are one replica's and the
+    next scrape may reach another, so their differences would be noise: with more than one
+    ready replica they are dropped, and the rate and latency signals come only from the
+    platform's feed.
+    """
+    n = max(ready, 1)  # a replica answered, whatever the last listing said
+
+    def scaled(v: float | None) -> float | None:
+        return None if v is None else v * n
+
+    if n == 1:
+        return sample
+    return dataclasses.replace(
+        sample,
+        pending=scaled(sample.pending),
+        waiting=scaled(sample.waiting),
+        running=scaled(sample.running),
+        requests={},
+        requests_by_replica={},
+        request_series={},
+        latency={},
+        latency_count=None,
+        latency_sum=None,
+    )
 
 
 # ------------------------------------------------------------------------------------- scraping
@@ -347,8 +389,17 @@ class Scraper:
     ) -> tuple[str, FeedSample | FeedError]:
         key = f"{namespace}/{name}"
         async with sem:
+            how = (self._choice(key) if self._choice is not None else None) or FeedChoice()
             try:
-                text = await self._client.fetch_metrics(namespace, name)
+                if how.source == "engine":
+                    if not how.engine_url:
+                        raise FeedUnavailable(
+                            "engine metrics: the endpoint has no URL (status.url) yet",
+                            endpoint=key,
+                        )
+                    text = await self._client.fetch_engine_metrics(how.engine_url, key)
+                else:
+                    text = await self._client.fetch_metrics(namespace, name)
             except FeedError as exc:
                 log.debug("feed_unavailable", endpoint=key, error=str(exc))
                 return key, exc
@@ -364,17 +415,20 @@ class Scraper:
                 return key, err
             at = self._clock.now()
         if len(text) <= self._inline:
-            return key, self._parse(key, text, at)
-        # A big body: parse it in a thread so the loop (probes, other feeds) goes on meanwhile.
-        self.parsing_off_loop += 1
-        try:
-            return key, await asyncio.to_thread(self._parse, key, text, at)
-        finally:
-            self.parsing_off_loop -= 1
+            got = self._parse(key, text, at, how)
+        else:
+            # A big body: parse it in a thread so the loop (probes, other feeds) goes on.
+            self.parsing_off_loop += 1
+            try:
+                got = await asyncio.to_thread(self._parse, key, text, at, how)
+            finally:
+                self.parsing_off_loop -= 1
+        if how.source == "engine" and isinstance(got, FeedSample):
+            got = per_replica_estimate(got, how.ready)
+        return key, got
 
-    def _parse(self, key: str, text: str, at: float) -> FeedSample | FeedError:
+    def _parse(self, key: str, text: str, at: float, how: FeedChoice) -> FeedSample | FeedError:
         try:
-            how = (self._choice(key) if self._choice is not None else None) or FeedChoice()
             return parse_feed(
                 text,
                 self._mapping,
