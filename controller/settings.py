@@ -470,6 +470,14 @@ class Budget(_Strict):
     def label(self) -> str:
         return f"{self.scope}:{self.match}"
 
+    def covers(self, namespace: str, name: str, tags: list[str] | tuple[str, ...]) -> bool:
+        """Whether this budget counts the endpoint's spend (and so caps it, when managed)."""
+        if self.scope == "endpoint":
+            return self.match == f"{namespace}/{name}"
+        if self.scope == "tag":
+            return self.match in tags
+        return self.match == namespace
+
     @model_validator(mode="after")
     def _endpoint_match(self) -> Budget:
         if self.scope == "endpoint" and "/" not in self.match:
@@ -591,7 +599,11 @@ class Settings(BaseSettings):
         return _matches(namespace, name, tags, names=m.names, globs=m.globs, tag_sel=m.tags)
 
     def endpoint_settings(self, namespace: str, name: str, tags: list[str]) -> EndpointSettings:
-        """Defaults with every matching rule applied in order (later rules override)."""
+        """Defaults with every matching rule applied in order (later rules override).
+
+        A budget is enforced on every managed endpoint it covers: one that does not name the
+        `budget` policy gets it with its default parameters (degrade, then pause at the hard
+        cap; `policies.budget: {protected: true}` caps instead of pausing)."""
         rules = [
             rule
             for rule in self.endpoints
@@ -604,7 +616,12 @@ class Settings(BaseSettings):
                 tag_sel=rule.match.tags,
             )
         ]
-        return merge_endpoint_settings(self.defaults, rules)
+        es = merge_endpoint_settings(self.defaults, rules)
+        if "budget" not in es.policies and any(
+            b.covers(namespace, name, tags) for b in self.budgets
+        ):
+            es = es.model_copy(update={"policies": {**es.policies, "budget": {}}})
+        return es
 
     def redacted(self) -> dict[str, Any]:
         """The effective config for the start-up log; the token is only ever shown as set/unset."""

@@ -176,7 +176,7 @@ def test_emulator_scenario_file_errors_name_the_field(tmp_path):
     from controller.emulator.scenario import load_scenario
 
     spec = load_scenario("examples/emulator-scenario.yaml")
-    assert [e.name for e in spec.endpoints] == ["chat", "nightly-batch"]
+    assert [e.name for e in spec.endpoints] == ["chat-llm", "nightly-batch"]
     bad = tmp_path / "s.yaml"
     bad.write_text("endpoints: [{name: x, max_replica: 0, colour: red}]\n")
     with pytest.raises(ConfigError) as err:

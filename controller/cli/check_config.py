@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from controller.cli.common import usable
+from controller.cli.common import offline_budget_warnings, usable
 from controller.settings import load_settings
 
 __all__ = ["check_config"]
@@ -13,7 +13,7 @@ __all__ = ["check_config"]
 
 def check_config(path: str | Path, out: TextIO, *, err: TextIO | None = None) -> int:
     settings = load_settings(path)
-    warnings = usable(settings, source=str(path))
+    warnings = usable(settings, source=str(path)) + offline_budget_warnings(settings)
     n_rules = len(settings.endpoints)
     token = f"token from {settings.token_source}" if settings.token else "token not set"
     out.write(

@@ -73,6 +73,16 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _output_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help=f"{what}: a table for people, or one JSON document (docs/output.md)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="governor", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"governor {__version__}")
@@ -86,10 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         help="decide and log, change nothing (default: the config's loop.dry_run)",
     )
     r.add_argument("--once", action="store_true", help="one tick, print the plan, exit")
+    _output_arg(r, "with --once, how the tick is printed")
     pl = sub.add_parser(
         "plan", help="one tick: show what Governor would do and why; acts on nothing"
     )
     _config_arg(pl)
+    _output_arg(pl, "how the plan is printed")
     d = sub.add_parser("demo", help="watch Governor scale emulated endpoints (no account needed)")
     d.add_argument("--speed", type=_speed, default=60.0, help="virtual seconds per real second")
     d.add_argument("--minutes", type=_speed, default=90.0, help="virtual minutes to run")
@@ -133,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         "cost", help="spend per endpoint and group: rate, today, month, forecast, budget"
     )
     _config_arg(co)
+    _output_arg(co, "how the figures are printed")
     c = sub.add_parser("check-config", help="validate a config file and report every problem")
     _config_arg(c)
     # The old positional form, kept working (deprecated: every other command takes -c).
@@ -172,9 +185,17 @@ def _quiet_broken_pipe() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
     try:
-        return _dispatch(args, argv)
+        args = parser.parse_args(argv)  # --help into a closed pipe is a broken pipe too
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    if args.cmd == "run" and args.output != "table" and not args.once:
+        parser.error("argument -o/--output: json needs --once (the daemon logs JSON lines)")
+    try:
+        code = _dispatch(args, argv)
+        sys.stdout.flush()  # a reader that left shows here, not as a warning at exit
+        return code
     except ConfigError as exc:
         print(f"governor: configuration error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -255,14 +276,16 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.cmd == "plan":
         from controller.cli.plan import run_plan
 
-        return asyncio.run(run_plan(settings, out=sys.stdout))
+        return asyncio.run(run_plan(settings, out=sys.stdout, output=args.output))
     if args.cmd == "cost":
         from controller.cli.cost import cost_command
 
-        return asyncio.run(cost_command(settings, out=sys.stdout))
+        return asyncio.run(cost_command(settings, out=sys.stdout, output=args.output))
     from controller.cli.run import run_daemon
 
-    return asyncio.run(run_daemon(settings, once=args.once, config=path, reload=load))
+    return asyncio.run(
+        run_daemon(settings, once=args.once, config=path, reload=load, output=args.output)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

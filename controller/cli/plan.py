@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from controller.cli.common import dry_run_copy, require_token
+from controller.cli.common import (
+    budget_coverage,
+    coverage_warnings,
+    dry_run_copy,
+    iso,
+    json_dump,
+    manage_hint,
+    require_token,
+)
 from controller.clock import WallClock
 from controller.daemon.autopilot import override_for
 from controller.daemon.loop import Governor, TickReport
 from controller.platform.client import make_client
+from controller.platform.models import Endpoint
 from controller.platform.recipes import PER_REPLICA
 from controller.platform.signals import FeedSample
 from controller.platform.windows import SIGNALS, WindowStore
 from controller.settings import Settings
 
-__all__ = ["describe_signals", "render_plan", "run_plan"]
+__all__ = ["Listing", "describe_signals", "plan_json", "render_plan", "run_plan"]
 
 
 def describe_signals(sample: FeedSample) -> str:
@@ -41,9 +51,28 @@ def describe_signals(sample: FeedSample) -> str:
 _LABELS = {"pending": "in flight"}
 
 
-def render_plan(report: TickReport, *, out: TextIO, windows: WindowStore | None = None) -> None:
+class Listing:
+    """A tick observer keeping what discovery listed (managed or not), for the hints and the
+    budget coverage that the plan shows."""
+
+    def __init__(self) -> None:
+        self.endpoints: list[Endpoint] = []
+
+    def observe(self, endpoints: Sequence[Endpoint], *, now: float) -> None:
+        self.endpoints = list(endpoints)
+
+
+def render_plan(
+    report: TickReport,
+    *,
+    out: TextIO,
+    windows: WindowStore | None = None,
+    settings: Settings | None = None,
+    listed: Sequence[Endpoint] | None = None,
+) -> None:
     """The `governor plan` table: what Governor would do for each managed endpoint, and why;
-    with `windows`, also each endpoint's feed preset and the signal values the decision read."""
+    with `windows`, also each endpoint's feed preset and the signal values the decision read;
+    with `settings` and `listed`, why nothing matched and what each budget covers."""
     header = ("ENDPOINT", "STATE", "CURRENT", "DESIRED", "ACTION", "POLICY", "REASON")
     rows = [header]
     for e in report.entries:
@@ -80,8 +109,71 @@ def render_plan(report: TickReport, *, out: TextIO, windows: WindowStore | None 
         out.write(f"feed {key}: {err}\n")
     if report.unmanaged:
         out.write(f"\nnot managed (never touched): {', '.join(sorted(report.unmanaged))}\n")
-    if not report.entries and not report.namespace_errors:
-        out.write("no managed endpoints matched the `manage` selection\n")
+    if not report.entries and not report.blind:
+        hint = f": {manage_hint(settings, listed or [])}" if settings is not None else ""
+        out.write(f"no managed endpoints matched the `manage` selection{hint}\n")
+    if settings is not None and settings.budgets and not report.blind:
+        coverage = budget_coverage(settings, listed or [])
+        out.write("\nbudgets:\n")
+        for c in coverage:
+            out.write(f"  {c.describe()}\n")
+        for w in coverage_warnings(settings, coverage):
+            out.write(f"warning: {w}\n")
+
+
+def plan_json(
+    report: TickReport,
+    *,
+    settings: Settings,
+    listed: Sequence[Endpoint],
+    windows: WindowStore | None = None,
+    autopilot: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The `-o json` document of `plan` and `run --once` (docs/output.md, governor.plan v1)."""
+    coverage = [] if report.blind else budget_coverage(settings, listed)
+    warnings = [] if report.blind else coverage_warnings(settings, coverage)
+    if not report.entries and not report.blind:
+        hint = manage_hint(settings, listed)
+        warnings.insert(0, f"no managed endpoints matched the `manage` selection: {hint}")
+
+    def signals(key: str) -> dict[str, float] | None:
+        latest = windows[key].latest if windows is not None and key in windows else None
+        if latest is None:
+            return None
+        values = {s: latest.value(s) for s in SIGNALS}
+        return {s: v for s, v in values.items() if v is not None}
+
+    return {
+        "kind": "governor.plan",
+        "version": 1,
+        "at": iso(report.at),
+        "dry_run": settings.loop.dry_run,
+        "ok": not report.blind,
+        "failed": report.failed,
+        "endpoints": [
+            {
+                "endpoint": e.decision.key,
+                "state": e.endpoint.state.value,
+                "current": e.decision.current,
+                "desired": e.decision.desired,
+                "action": e.decision.action.value,
+                "policy": e.decision.policy,
+                "reason": e.decision.reason.value,
+                "message": e.decision.message,
+                "outcome": None
+                if e.outcome is None
+                else {"result": e.outcome.result.value, "detail": e.outcome.detail},
+                "signals": signals(e.decision.key),
+                "autopilot": (autopilot or {}).get(e.decision.key),
+            }
+            for e in report.entries
+        ],
+        "unmanaged": sorted(report.unmanaged),
+        "namespace_errors": dict(report.namespace_errors),
+        "feed_errors": dict(report.feed_errors),
+        "budgets": [c.as_json() for c in coverage],
+        "warnings": warnings,
+    }
 
 
 def _autopilot_state(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -106,20 +198,35 @@ def _autopilot_state(settings: Settings) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def run_plan(settings: Settings, *, out: TextIO) -> int:
+async def run_plan(settings: Settings, *, out: TextIO, output: str = "table") -> int:
     require_token(settings)
     plan_settings = dry_run_copy(settings)
     auto = _autopilot_state(settings)
+    listing = Listing()
     async with make_client(plan_settings) as client:
-        gov = Governor(plan_settings, clock=WallClock(), client=client, store=None)
+        gov = Governor(
+            plan_settings, clock=WallClock(), client=client, store=None, observers=[listing]
+        )
         for key, st in auto.items():
             if st.get("safety") is not None:
                 gov.overrides[key] = override_for(float(st["safety"]))
         report = await gov.tick()
-    render_plan(report, out=out, windows=gov.windows)
     shown = [
         (e.decision.key, auto[e.decision.key]) for e in report.entries if e.decision.key in auto
     ]
+    if output == "json":
+        doc = plan_json(
+            report,
+            settings=plan_settings,
+            listed=listing.endpoints,
+            windows=gov.windows,
+            autopilot={key: st.get("last") for key, st in shown},
+        )
+        json_dump(doc, out)
+        return 1 if report.blind else 0
+    render_plan(
+        report, out=out, windows=gov.windows, settings=plan_settings, listed=listing.endpoints
+    )
     if shown:
         out.write("\nautopilot (in force in the decisions above):\n")
         for key, st in shown:

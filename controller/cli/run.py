@@ -13,8 +13,8 @@ from pathlib import Path
 import structlog
 
 from controller import __version__
-from controller.cli.common import require_token
-from controller.cli.plan import render_plan
+from controller.cli.common import json_dump, require_token
+from controller.cli.plan import Listing, plan_json, render_plan
 from controller.clock import WallClock
 from controller.cost.ledger import CostTracker
 from controller.daemon.election import LeaseElector, lease_config, wire_election
@@ -40,9 +40,11 @@ async def run_daemon(
     once: bool,
     config: str | Path | None = None,
     reload: Callable[[], Settings] | None = None,
+    output: str = "table",
 ) -> int:
     """`config` is the file `settings` came from and `reload()` rebuilds them from it exactly as
-    the command line did (environment and flags included): SIGHUP, or a changed file, reloads."""
+    the command line did (environment and flags included): SIGHUP, or a changed file, reloads.
+    `output` is how `--once` prints its tick: the plan table, or `json` (docs/output.md)."""
     require_token(settings)
     lock = StateLock.for_files(
         settings.state.path, settings.ledger.path if settings.ledger.enabled else None
@@ -50,7 +52,11 @@ async def run_daemon(
     lock.acquire()  # StateLockedError (exit 2) if another Governor uses this state
     try:
         return await _run_locked(
-            settings, once=once, config=Path(config) if config else None, reload=reload
+            settings,
+            once=once,
+            config=Path(config) if config else None,
+            reload=reload,
+            output=output,
         )
     finally:
         lock.release()
@@ -68,6 +74,7 @@ async def _run_locked(
     once: bool,
     config: Path | None = None,
     reload: Callable[[], Settings] | None = None,
+    output: str = "table",
 ) -> int:
     clock = WallClock()
     metrics = Metrics()
@@ -91,6 +98,7 @@ async def _run_locked(
     if settings.loop.dry_run:
         log.warning("dry_run", detail="decisions are logged; no endpoint will be changed")
     server: MetricsServer | None = None
+    listing = Listing()  # what each tick listed: the hints and budget coverage of --once
     tasks: list[asyncio.Task[None]] = []
     try:
         async with make_client(settings, on_call=metrics.record_call) as client:
@@ -104,6 +112,7 @@ async def _run_locked(
                 store=store,
                 cost=cost,
                 leading=elector.is_leader if elector is not None else None,
+                observers=[listing] if once else [],
             )
             if settings.autopilot.enabled:
                 from controller.backtest.autopilot import plan_endpoint
@@ -115,7 +124,19 @@ async def _run_locked(
                 gov.overrides.update(gov.autopilot.overrides())
             if once:
                 report = await gov.tick()
-                render_plan(report, out=sys.stdout, windows=gov.windows)
+                if output == "json":
+                    doc = plan_json(
+                        report, settings=settings, listed=listing.endpoints, windows=gov.windows
+                    )
+                    json_dump(doc, sys.stdout)
+                else:
+                    render_plan(
+                        report,
+                        out=sys.stdout,
+                        windows=gov.windows,
+                        settings=settings,
+                        listed=listing.endpoints,
+                    )
                 return 1 if report.blind else 0
             stop = asyncio.Event()
             if elector is not None:

@@ -32,19 +32,11 @@ class EndpointContext:
     spend: SpendView | None = None
 
 
-def _budget_covers(scope: str, match: str, ep: Endpoint) -> bool:
-    if scope == "endpoint":
-        return match == ep.key
-    if scope == "tag":
-        return match in ep.tags
-    return match == (ep.namespace or "")
-
-
 def _spend(ep: Endpoint, settings: Settings, report: object | None) -> SpendView | None:
     states = {(b.scope, b.period): b for b in getattr(report, "budgets", None) or []}
     worst: SpendView | None = None
     for b in settings.budgets:
-        if not _budget_covers(b.scope, b.match, ep):
+        if not b.covers(ep.namespace or "", ep.name, ep.tags):
             continue
         st = states.get((b.label, b.period))
         if st is None:
