@@ -9,7 +9,15 @@ import pytest
 
 from controller.backtest.bound import lower_bound_usd
 from controller.backtest.oracle import bump, replicas_needed, schedule
-from controller.backtest.simulate import PolicySpec, ServiceModel, SimConfig, simulate
+from controller.backtest.simulate import (
+    PolicySpec,
+    ServiceModel,
+    SimConfig,
+    _reach_once,
+    prepare,
+    simulate,
+    warm_needed,
+)
 from controller.backtest.traces import RequestTrace
 
 
@@ -120,3 +128,60 @@ def test_lower_bound_by_hand(attainment, expected):
         usd_per_hour=3600.0,
     )
     assert usd == pytest.approx(expected)
+
+
+def _cold_burst(seed: int) -> RequestTrace:
+    """Traffic at full rate from its first second (3 req/s of 5-25 s requests, ~45 Erlangs),
+    for 8 minutes: one warm replica of 8 slots is far too few for the first cold start."""
+    rng = random.Random(seed)
+    offsets: list[float] = []
+    t = 0.0
+    while t < 480:
+        t += rng.expovariate(3.0)
+        offsets.append(t)
+    n = len(offsets)
+    return RequestTrace(
+        f"cold-burst-{seed}",
+        tuple(offsets),
+        tuple(rng.randint(100, 3000) for _ in range(n)),
+        tuple(rng.randint(100, 480) for _ in range(n)),
+    )
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_reach_bounds_every_controller_holding_its_floor(seed):
+    cfg = SimConfig(
+        seed=seed,
+        max_replicas=12,
+        lead_in_s=300,
+        service=ServiceModel(cold_start_s=120),
+        policies=[
+            PolicySpec("platform", "platform", measure={"pendingRequests": 1.5}),
+            PolicySpec("platform-8", "platform", measure={"pendingRequests": 8}),
+            PolicySpec("platform-zero", "platform", measure={"pendingRequests": 1.5}, floor=0),
+            PolicySpec("governor", "governor"),
+            PolicySpec(
+                "governor-pending",
+                "governor",
+                governor={"defaults": {"policies": {"pending_requests": {}}}},
+            ),
+            PolicySpec("reach", "reach"),
+            PolicySpec("reach-zero", "reach", floor=0),
+        ],
+    )
+    [rep] = await simulate([_cold_burst(seed)], cfg, progress=None)
+    runs = {r.policy: r for r in rep.runs}
+    reach, reach0 = runs.pop("reach"), runs.pop("reach-zero")
+    assert not reach.meets_slo  # the load is built so that the goal is out of reach
+    for name in ("platform", "platform-8", "governor", "governor-pending"):
+        assert runs[name].slo_attainment <= reach.slo_attainment, name
+    assert runs["platform-zero"].slo_attainment <= reach0.slo_attainment
+    assert reach0.rejected_503 > 0  # asleep at the first request: 503s until a replica is ready
+    # the warm count the detail names is the fewest that reaches the goal
+    prep = prepare(cfg, _cold_burst(seed))
+    need = warm_needed(cfg, prep, 12)
+    assert need is not None
+    assert 1 < need <= 12
+    assert reach.detail.endswith(f": {need}")
+    assert _reach_once(cfg, prep, need, 12).meets_slo
+    assert not _reach_once(cfg, prep, need - 1, 12).meets_slo

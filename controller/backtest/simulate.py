@@ -18,7 +18,10 @@ from the service model. Runs differ only in who scales the endpoint (`PolicySpec
   that module exists: then it is listed as such, never approximated);
 - `oracle`: the schedule of `controller.backtest.oracle`, applied directly to the platform
   (min = max), per-bucket (`scoring: bucket`) or scored overall (`scoring: overall`);
-- `bound`: the lower bound of `controller.backtest.bound` (a figure, not a run).
+- `bound`: the lower bound of `controller.backtest.bound` (a figure, not a run);
+- `reach`: the attainment bound (`run_reach`): the endpoint's floor of replicas warm until the
+  load's first request, the ceiling from that very instant. No controller that holds only its
+  floor when the first request arrives can do better, so a goal above it is out of reach.
 
 **Cold start.** Every run starts cold: the endpoint is created at the start of the run, which is
 `SimConfig.lead_in_s` of idle time before the first request. A system with floor n >= 1 starts n
@@ -77,6 +80,7 @@ __all__ = [
     "load_sim_config",
     "platform_thresholds",
     "prepare",
+    "run_reach",
     "run_system",
     "run_system_sync",
     "simulate",
@@ -87,7 +91,7 @@ NAME = "llm"
 TOKEN = "hf_simulate_token"
 BOT = UserRef(id="u-governor", name="governor-bot")
 T0 = 1_700_000_040.0  # a whole minute, so buckets and billing minutes line up
-KINDS = ("platform", "static", "governor", "autopilot", "oracle", "bound")
+KINDS = ("platform", "static", "governor", "autopilot", "oracle", "bound", "reach")
 # scaleToZeroTimeout (minutes) of a floor-0 endpoint whose config names none.
 DEFAULT_SCALE_TO_ZERO_MIN = 15
 # Overall-scored oracle: per-bucket targets tried, as fractions of the allowed miss rate.
@@ -983,6 +987,66 @@ def run_bound(cfg: SimConfig, prep: _Prepared, spec: PolicySpec) -> RunResult:
     )
 
 
+def _reach_once(cfg: SimConfig, prep: _Prepared, warm: int, ceiling: int) -> RunResult:
+    """`warm` replicas (started with the endpoint, so ready by the first request after the
+    lead-in; 0: scaled to zero), then min = max = `ceiling` at the first request's arrival."""
+    started = time.perf_counter()
+    p = _platform(cfg, prep, min_r=warm, max_r=max(warm, 1))
+    if warm == 0:
+        _set_replicas(p, 0)
+    tl = _Timeline()
+    tl.sample(p)
+    p.advance_to(T0 + prep.offsets[0])
+    p.update(NS, NAME, {"compute": {"scaling": {"minReplica": ceiling, "maxReplica": ceiling}}})
+    tl.sample(p)
+    p.advance_to(T0 + prep.end)
+    tl.sample(p)
+    return _score(
+        cfg, prep, p, tl, policy="", kind="reach", detail="", api_actions=0, started=started
+    )
+
+
+def warm_needed(cfg: SimConfig, prep: _Prepared, ceiling: int) -> int | None:
+    """The fewest replicas warm at the first request (>= 1) with which the SLO is reachable at
+    all (the ceiling from that instant), or None when even `ceiling` warm replicas miss it. With
+    one or more warm, attainment only grows with the count (one FIFO queue: more ready slots at
+    every instant never delay a request's start), so a binary search finds it."""
+    lo, hi, best = 1, ceiling, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if _reach_once(cfg, prep, mid, ceiling).meets_slo:
+            best, hi = mid, mid - 1
+        else:
+            lo = mid + 1
+    return best
+
+
+def run_reach(cfg: SimConfig, prep: _Prepared, spec: PolicySpec) -> RunResult:
+    """The attainment bound: the floor's replicas warm until the load's first request, the
+    ceiling from the instant it arrives (no tick, no feed delay), kept to the end.
+
+    A controller that knows nothing of the load before its first request holds only what its
+    configuration implies (its floor) when that request arrives; whatever it does next, the
+    replicas above the floor are at best started at that instant and ready a cold start later,
+    and no more than the ceiling are ever ready. On the simulator's single FIFO queue more ready
+    slots at every instant never delay a request, so this run's attainment is the most any such
+    controller can reach on the load (later idle spells are given the ceiling too, which a
+    predictive controller could at best match). Its cost is that of holding the ceiling, not a
+    target. The detail names how many warm replicas the goal would need instead."""
+    started = time.perf_counter()
+    b = _bounds(cfg, spec)
+    res = _reach_once(cfg, prep, b.floor, b.ceiling)
+    need = warm_needed(cfg, prep, b.ceiling)
+    needs = "not reachable with any" if need is None else f"{need}"
+    res.policy = spec.name
+    res.detail = (
+        f"attainment bound: {b.floor} replica(s) warm at the first request, {b.ceiling} from "
+        f"that instant; warm replicas needed at the first request for the goal: {needs}"
+    )
+    res.runtime_s = round(time.perf_counter() - started, 3)
+    return res
+
+
 async def _governor_once(
     cfg: SimConfig,
     prep: _Prepared,
@@ -1137,6 +1201,8 @@ async def run_system(
         return run_oracle(cfg, prep, spec, progress)
     if spec.kind == "bound":
         return run_bound(cfg, prep, spec)
+    if spec.kind == "reach":
+        return run_reach(cfg, prep, spec)
     if spec.kind == "governor":
         return await run_governor(cfg, prep, spec, progress)
     if spec.kind == "autopilot":
