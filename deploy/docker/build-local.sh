@@ -71,7 +71,7 @@ trap 'kill $emu 2>/dev/null || true; buildah rm "$ctr" "$hc_ctr" >/dev/null 2>&1
 run() { buildah run --network host -v "$cfg:/etc/governor/governor.yaml:ro" "$@"; }
 run "$ctr" -- governor --version
 run "$ctr" -- id
-run "$ctr" -- governor check-config /etc/governor/governor.yaml
+run "$ctr" -- governor check-config -c /etc/governor/governor.yaml
 # 45 s of `governor run`, then SIGTERM from coreutils' timeout inside the container.
 run --env HF_TOKEN="$token" "$ctr" -- timeout --preserve-status 45 governor run -c /etc/governor/governor.yaml \
     </dev/null >"$work/governor.log" 2>&1 &
