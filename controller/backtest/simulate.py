@@ -75,6 +75,7 @@ __all__ = [
     "ServiceModel",
     "SimConfig",
     "TraceReport",
+    "advance_alone",
     "autopilot_runner",
     "default_policies",
     "load_sim_config",
@@ -643,14 +644,34 @@ def prepare(cfg: SimConfig, trace: RequestTrace) -> _Prepared:
 # runners
 
 
+def advance_alone(
+    p: Platform,
+    *,
+    origin: float,
+    until_s: float,
+    step: float,
+    on_step: Callable[[Platform], None] | None = None,
+) -> None:
+    """The `platform` system's run: move `p` to `origin + until_s` one `step` at a time with
+    nobody calling its API, so only the platform's own autoscaler scales each endpoint, between
+    the min and max it was created with, on its `measure`. `governor demo` runs its "without
+    Governor" world so. Times are offsets from `origin`, summed as the backtest always did."""
+    t = max(0.0, p.now - origin)
+    while t < until_s:
+        t = min(until_s, t + step)
+        p.advance_to(origin + t)
+        if on_step is not None:
+            on_step(p)
+
+
 def _drive(p: Platform, prep: _Prepared, tl: _Timeline, step: float, prog: _Progress) -> None:
-    t = 0.0
     tl.sample(p)
-    while t < prep.end:
-        t = min(prep.end, t + step)
-        p.advance_to(T0 + t)
-        tl.sample(p)
-        prog.update(t)
+
+    def sample(q: Platform) -> None:
+        tl.sample(q)
+        prog.update(q.now - T0)
+
+    advance_alone(p, origin=T0, until_s=prep.end, step=step, on_step=sample)
 
 
 def _bounds_text(b: _Bounds) -> str:
