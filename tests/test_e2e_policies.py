@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -399,7 +400,8 @@ async def test_demo_runs_mixed_policies_and_never_touches_the_unmanaged_endpoint
     out = io.StringIO()
     assert await run_demo(speed=600, minutes=40, out=out) == 0
     text = out.getvalue()
-    assert "Summary after 40 virtual minutes:" in text
+    # A sped-up wall clock stops a little past the end: the summary gives the time it covers.
+    assert re.search(r"Summary after 4\d(\.\d)? virtual minutes:", text), text[-3000:]
     header = next(ln for ln in text.splitlines() if ln.strip().startswith("endpoint"))
     assert header.split() == [
         "endpoint",
@@ -413,12 +415,13 @@ async def test_demo_runs_mixed_policies_and_never_touches_the_unmanaged_endpoint
         "ledger",
         "$",
     ]
-    rows = {ln.split()[0]: ln.split() for ln in text.split("Summary after", 1)[1].splitlines()[2:]}
+    first = text.split("Summary after", 1)[1].split("The same load without Governor", 1)[0]
+    rows = {ln.split()[0]: ln.split() for ln in first.splitlines()[2:] if ln.startswith("  ")}
     unmanaged = rows["unmanaged-experiment"]
     assert unmanaged[1] == "no"
     assert unmanaged[2:4] == ["0", "0"]  # no action, no API write
     assert "unmanaged endpoints were never changed by Governor." in text
-    ups = [ln for ln in text.splitlines() if " scale_up " in ln and ln.endswith("=> applied")]
+    ups = [ln for ln in text.splitlines() if " scale_up " in ln and ln.endswith(": applied")]
     assert ups, text
     assert int(rows["total"][1]) >= len(ups)
 

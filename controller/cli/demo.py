@@ -194,8 +194,11 @@ class _View:
             self.out.write(ln + "\n")
         self.out.flush()
 
+    def due(self, now: float) -> bool:
+        return self._next is None or now >= self._next
+
     def status(self, now: float, rows: list[str], *, force: bool = False) -> None:
-        if not force and self._next is not None and now < self._next:
+        if not force and not self.due(now):
             return
         self._next = (self._next if self._next is not None else now) + self.every_s
         self.event(rows)
@@ -232,6 +235,9 @@ class _LiveView(_View):
             self.out.write(_cut(ln, self.width) + "\n")
         self._draw()
 
+    def due(self, now: float) -> bool:
+        return True
+
     def status(self, now: float, rows: list[str], *, force: bool = False) -> None:
         self._erase()
         self._rows = rows
@@ -245,7 +251,6 @@ def _status_rows(
     last: dict[str, str],
     now: float,
     t0: float,
-    end: float,
 ) -> list[str]:
     head = f"[{_fmt_t(now, t0)}]"
     pad = " " * len(head)
@@ -324,12 +329,17 @@ async def run_demo(
             lines += _wrap(feed, 0, view.width, then=7)
         view.event(lines)
 
-    def show(*, force: bool = False) -> None:
+    def show(*, force: bool = False) -> tuple[float, dict[str, Any], dict[str, Any]] | None:
+        """Both worlds brought to the same virtual time, shown; that time and their snapshots
+        (None when the view has nothing to show yet)."""
         now = clock.now()
+        if not force and not view.due(now):
+            return None
         advance_alone(alone, origin=t0, until_s=now - t0, step=15.0)
         platform.advance_to(max(platform.now, now))
-        rows = _status_rows(platform.snapshot(), alone.snapshot(), spec, last, now, t0, end)
-        view.status(now, rows, force=force)
+        snap, alone_snap = platform.snapshot(), alone.snapshot()
+        view.status(now, _status_rows(snap, alone_snap, spec, last, now, t0), force=force)
+        return now, snap, alone_snap
 
     pace = "virtual time, as fast as it goes" if fast else f"{speed:g}x speed"
     eta = "" if fast else f" (about {minutes * 60 / speed:.0f}s)"
@@ -355,7 +365,7 @@ async def run_demo(
                     f"{' DRY RUN: nothing will be changed.' if dry_run else ''} Ctrl-C stops early."
                 )
                 out.write("\n".join(textwrap.wrap(intro, WIDTH)) + "\n\n")
-                ran_s, ledger_usd, calls = await _run(
+                (stopped_at, snap, alone_snap), ledger_usd, calls = await _run(
                     settings,
                     clock,
                     on_tick,
@@ -369,16 +379,15 @@ async def run_demo(
                 stopped = interrupted.is_set()
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signal.SIGINT)
-                show(force=True)
                 view.close()
                 _summary(
-                    platform.snapshot(),
-                    alone.snapshot(),
+                    snap,
+                    alone_snap,
                     spec,
                     calls,
                     actions,
                     out,
-                    ran_s / 60,
+                    (stopped_at - t0) / 60,
                     minutes,
                     ledger_usd,
                     interrupted=stopped,
@@ -400,12 +409,11 @@ async def _run(
     fast: bool,
     admin_url: str,
     spec: ScenarioSpec,
-) -> tuple[float, dict[str, float | None], Any]:
-    """Governor against the emulator until `end` or Ctrl-C; the virtual seconds run, the ledger's
-    figures and the emulator's call log."""
+) -> tuple[Any, dict[str, float | None], Any]:
+    """Governor against the emulator until `end` or Ctrl-C; what `show` gave as it stopped (both
+    worlds at one virtual time), the ledger's figures and the emulator's call log."""
     from controller.platform.client import make_client
 
-    t0 = clock.now()
     metrics = Metrics()
     store = StateStore(settings.state.path)
     cost = CostTracker.open(settings)
@@ -432,6 +440,8 @@ async def _run(
                     clock.advance(min(step, end - clock.now()))
                 else:
                     await clock.sleep(min(step, max(0.0, end - clock.now())))
+            final = show(force=True)
+            assert final is not None  # forced: always drawn
         finally:
             stop.set()
             if task is not None:
@@ -443,7 +453,7 @@ async def _run(
             cost.close()
     async with httpx.AsyncClient() as admin:
         calls = (await admin.get(f"{admin_url}/calls")).json()
-    return min(clock.now(), end) - t0, ledger_usd, calls
+    return final, ledger_usd, calls
 
 
 def _writes(spec: ScenarioSpec, calls: Any) -> Counter[str]:
@@ -474,7 +484,8 @@ def _summary(
     if interrupted:
         w(f"\nInterrupted: summary after {ran_min:.1f} of {minutes:g} virtual minutes:\n")
     else:
-        w(f"\nSummary after {minutes:g} virtual minutes:\n")
+        ran = f"{minutes:g}" if abs(ran_min - minutes) < 0.05 else f"{ran_min:.1f}"
+        w(f"\nSummary after {ran} virtual minutes:\n")
     w(
         f"  {'endpoint':<22}{'managed':<9}{'actions':>8}{'API writes':>12}"
         f"{'replica-min':>13}{'billed $':>10}{'ledger $':>10}\n"
