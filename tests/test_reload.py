@@ -218,23 +218,31 @@ async def _metrics(port: int) -> dict[tuple[str, frozenset[Any]], float]:
     }
 
 
-async def _until(port: int, pred, proc, *, what: str, timeout_s: float = 60.0):
+async def _until(port: int, pred, proc, *, what: str, timeout_s: float = 180.0):
+    """Poll /metrics until `pred` holds. The limit is generous: on a loaded machine the daemon's
+    imports alone can take a minute. On a timeout, say what was last seen."""
     import asyncio
 
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last: str = "nothing: /metrics never answered"
+    while loop.time() < deadline:
         assert proc.returncode is None, f"governor exited {proc.returncode} waiting for {what}"
         try:
             m = await _metrics(port)
             if pred(m):
                 return m
-        except OSError:
-            pass
-        except Exception as exc:  # httpx transport errors while it starts
-            if "connect" not in type(exc).__name__.lower():
-                raise
+            last = "; ".join(
+                f"{name}{dict(labels)}={v}"
+                for (name, labels), v in sorted(m.items(), key=lambda kv: kv[0][0])
+                if name in ("governor_actions_total", "governor_ticks_total")
+            )
+        except (OSError, httpx.TransportError):
+            pass  # not listening yet, or slow to answer
         await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last}")
 
 
 async def test_sighup_reloads_a_running_daemon(tmp_path):
