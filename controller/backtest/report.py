@@ -15,7 +15,14 @@ from typing import Any, TextIO
 
 from controller.backtest.simulate import RunResult, SimConfig, TraceReport
 
-__all__ = ["ATTRIBUTION", "render_table", "write_report"]
+__all__ = [
+    "ATTRIBUTION",
+    "PLOT_DPI",
+    "cost_slo_figure",
+    "render_table",
+    "timeline_figure",
+    "write_report",
+]
 
 ATTRIBUTION = (
     "Traces `azure-code` / `azure-conv`: Azure Public Dataset, Azure LLM inference trace 2023 "
@@ -191,6 +198,160 @@ def write_report(
     return files
 
 
+# Plots a person reads at a glance: fonts of at least 10 pt at the saved size (PLOT_DPI), one
+# replica axis shared by every panel, a legend that names each line, the goal lines labelled.
+PLOT_DPI = 100
+FONT_PT = 11
+
+
+def _style() -> dict[str, Any]:
+    return {
+        "font.size": FONT_PT,
+        "axes.titlesize": FONT_PT,
+        "axes.labelsize": FONT_PT,
+        "xtick.labelsize": 10,
+        "ytick.labelsize": 10,
+        "legend.fontsize": 10,
+        "figure.titlesize": 13,
+    }
+
+
+def timeline_figure(rep: TraceReport) -> Any:
+    """One panel per run: arrivals per minute (bars) and the replicas (target and ready) on one
+    replica scale for every panel, so the panels compare by eye."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    runs: list[RunResult] = [r for r in rep.runs if r.timeline]
+    peak = max(
+        (max([*r.timeline.get("target", []), *r.timeline.get("ready", []), 1]) for r in runs),
+        default=1,
+    )
+    with plt.rc_context(_style()):
+        fig, axes = plt.subplots(
+            len(runs),
+            1,
+            figsize=(11, 2.2 * len(runs) + 1.4),
+            dpi=PLOT_DPI,
+            sharex=True,
+            squeeze=False,
+        )
+        minutes = list(range(len(rep.load_per_min)))
+        replica_axes = []
+        for ax, r in zip(axes[:, 0], runs, strict=True):
+            ax.bar(minutes, rep.load_per_min, width=1.0, color="#cccccc")
+            ax.set_ylabel("req/min")
+            ax2 = ax.twinx()
+            tl = r.timeline
+            tm = [t / 60 for t in tl.get("t_s", [])]
+            ax2.step(tm, tl.get("target", []), where="post", color="C0", lw=1.8)
+            ax2.step(tm, tl.get("ready", []), where="post", color="C1", ls="--", lw=1.6)
+            ax2.set_ylabel("replicas")
+            ax2.set_ylim(0, peak * 1.08)
+            ax2.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+            replica_axes.append(ax2)
+            ax.set_title(
+                f"{r.policy}: ${r.cost_usd:.2f}, SLO {100 * r.slo_attainment:.1f}%", loc="left"
+            )
+        for ax2 in replica_axes[1:]:
+            ax2.sharey(replica_axes[0])
+        axes[-1, 0].set_xlabel("minutes")
+        handles = [
+            Patch(color="#cccccc", label="arrivals per minute (left axis)"),
+            Line2D([], [], color="C0", lw=1.8, label="replicas asked for (target, right axis)"),
+            Line2D([], [], color="C1", ls="--", lw=1.6, label="replicas ready (right axis)"),
+        ]
+        fig.suptitle(f"{rep.trace}: load vs replicas (one replica scale for every panel)")
+        h = fig.get_figheight()  # inches: keep the title and the legend a fixed size above
+        fig.legend(
+            handles=handles,
+            loc="upper center",
+            ncol=3,
+            bbox_to_anchor=(0.5, 0.985 - 0.3 / h),
+            frameon=False,
+        )
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / h))
+    return fig
+
+
+def _place_labels(points: list[tuple[float, float]], labels: list[str], ax: Any) -> list[tuple]:
+    """(dx, dy, ha) in points for each label beside its point: to the right of the point, or
+    to the left in the right third of the plot (so it is not cut off), moved down in steps when
+    it would overlap a label already placed (greedy, top to bottom; sizes estimated at 10 pt)."""
+    disp = ax.transData.transform(points)
+    to_pt = 72.0 / ax.figure.dpi
+    x0, x1 = (v * to_pt for v in ax.transAxes.transform([(0, 0), (1, 0)])[:, 0])
+    boxes: list[tuple[float, float, float]] = []  # left, right, centre y
+    out: list[tuple] = [()] * len(points)
+    for i in sorted(range(len(points)), key=lambda i: -disp[i][1]):
+        x, y = disp[i][0] * to_pt, disp[i][1] * to_pt
+        width = 6.0 * len(labels[i])
+        left_side = x > x0 + 2 * (x1 - x0) / 3
+        lo, hi = (x - 6 - width, x - 6) if left_side else (x + 6, x + 6 + width)
+        dy = 8.0
+        while any(lo < b_hi and hi > b_lo and abs(c - (y + dy)) < 13 for b_lo, b_hi, c in boxes):
+            dy -= 13
+        boxes.append((lo, hi, y + dy))
+        out[i] = (-6.0 if left_side else 6.0, dy, "right" if left_side else "left")
+    return out
+
+
+def cost_slo_figure(rep: TraceReport, cfg: SimConfig) -> Any:
+    """Cost against SLO attainment per run; the attainment goal and the lower bound are labelled
+    lines; runs at one point share one label."""
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(_style()):
+        fig, ax = plt.subplots(figsize=(8, 6), dpi=PLOT_DPI)
+        at: dict[tuple[float, float], list[str]] = {}
+        for r in rep.runs:
+            if r.timeline:
+                at.setdefault((100 * r.slo_attainment, r.cost_usd), []).append(r.policy)
+        points = list(at)
+        for i, (x, y) in enumerate(points):
+            ax.scatter(x, y, s=50, color=f"C{i % 10}", zorder=3)
+        goal = 100 * cfg.slo_attainment
+        ax.axvline(goal, color="grey", ls=":", lw=1.5, label=f"SLO goal: {goal:g} % of requests")
+        for r in rep.runs:
+            if not r.timeline:  # the lower bound: a cost, not a run
+                ax.axhline(
+                    r.cost_usd,
+                    color="grey",
+                    ls="--",
+                    lw=1.2,
+                    label=f"{r.policy}: ${r.cost_usd:.2f} (no controller can cost less)",
+                )
+        ax.set_xlabel(f"SLO attainment % (queueing delay <= {cfg.slo_ms:g} ms)")
+        ax.set_ylabel("cost $")
+        ax.set_title(f"{rep.trace}: cost vs SLO (lower right is better)")
+        top = max([r.cost_usd for r in rep.runs] or [1.0])
+        ax.set_ylim(0, top * 1.12 or 1.0)  # room above the dearest point for its label
+        ax.margins(x=0.12)
+        ax.text(
+            goal,
+            0.02,
+            f"goal {goal:g} %",
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
+            ha="right",
+            va="bottom",
+            color="dimgrey",
+        )
+        # Below the plot: inside, it would cover the points of one load or another.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+        fig.tight_layout()
+        labels = [", ".join(at[p]) for p in points]
+        for (x, y), text, (dx, dy, ha) in zip(
+            points, labels, _place_labels(points, labels, ax), strict=True
+        ):
+            ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va="center"
+            )
+    return fig
+
+
 def _plots(
     reports: Sequence[TraceReport], cfg: SimConfig, d: Path, *, log: TextIO | None
 ) -> list[Path]:
@@ -209,53 +370,12 @@ def _plots(
     files = []
     for rep in reports:
         slug = _slug(rep.trace)
-        runs: list[RunResult] = [r for r in rep.runs if r.timeline]
-        fig, axes = plt.subplots(len(runs), 1, figsize=(10, 1.9 * len(runs) + 0.6), sharex=True)
-        axes = list(axes) if len(runs) > 1 else [axes]
-        minutes = [i for i in range(len(rep.load_per_min))]
-        for ax, r in zip(axes, runs, strict=True):
-            ax.bar(minutes, rep.load_per_min, width=1.0, color="#cccccc", label="arrivals/min")
-            ax.set_ylabel("req/min", fontsize=8)
-            ax2 = ax.twinx()
-            tl = r.timeline
-            tm = [t / 60 for t in tl.get("t_s", [])]
-            ax2.step(tm, tl.get("target", []), where="post", color="C0", label="replicas")
-            ax2.step(tm, tl.get("ready", []), where="post", color="C1", ls="--", label="ready")
-            ax2.set_ylabel("replicas", fontsize=8)
-            ax2.set_ylim(bottom=0)
-            ax.set_title(
-                f"{r.policy}: ${r.cost_usd:.2f}, SLO {100 * r.slo_attainment:.1f}%",
-                fontsize=9,
-                loc="left",
-            )
-        axes[-1].set_xlabel("minutes")
-        axes[0].legend(loc="upper left", fontsize=7)
-        fig.suptitle(f"{rep.trace}: load vs replicas", fontsize=10)
-        fig.tight_layout()
-        p = d / f"timeline-{slug}.png"
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        files.append(p)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in rep.runs:
-            ax.scatter(100 * r.slo_attainment, r.cost_usd, s=40)
-            ax.annotate(
-                r.policy,
-                (100 * r.slo_attainment, r.cost_usd),
-                fontsize=8,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
-        for r in rep.runs:
-            if not r.timeline:  # the lower bound: a cost, not a run
-                ax.axhline(r.cost_usd, color="grey", ls="--", lw=1)
-        ax.axvline(100 * cfg.slo_attainment, color="grey", ls=":", lw=1)
-        ax.set_xlabel(f"SLO attainment % (queueing delay <= {cfg.slo_ms:g} ms)")
-        ax.set_ylabel("cost $")
-        ax.set_title(f"{rep.trace}: cost vs SLO", fontsize=10)
-        fig.tight_layout()
-        p = d / f"cost_vs_slo-{slug}.png"
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        files.append(p)
+        for fig, name in (
+            (timeline_figure(rep), f"timeline-{slug}.png"),
+            (cost_slo_figure(rep, cfg), f"cost_vs_slo-{slug}.png"),
+        ):
+            p = d / name
+            fig.savefig(p, dpi=PLOT_DPI)
+            plt.close(fig)
+            files.append(p)
     return files
