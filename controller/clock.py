@@ -42,15 +42,21 @@ class WallClock:
 class ScaledClock:
     """Real time sped up by `speed`, starting at `origin` (epoch seconds); the demo's clock.
 
-    Built on the monotonic clock so a system clock jump does not jump virtual time.
+    Built on the monotonic clock so a system clock jump does not jump virtual time. `started_at`
+    (epoch seconds of the wall clock at which virtual time was `origin`) lets processes started
+    at different moments share one virtual time: a soak's emulator and its daemons.
     """
 
-    def __init__(self, *, speed: float, origin: float | None = None) -> None:
+    def __init__(
+        self, *, speed: float, origin: float | None = None, started_at: float | None = None
+    ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.speed = speed
         self.origin = time.time() if origin is None else origin
         self._m0 = time.monotonic()
+        if started_at is not None:
+            self._m0 -= time.time() - started_at
 
     def now(self) -> float:
         return self.origin + (time.monotonic() - self._m0) * self.speed

@@ -54,6 +54,18 @@ def _speed(text: str) -> float:
     return speed
 
 
+def _virtual_clock(text: str) -> tuple[float, float, float]:
+    parts = text.split(",")
+    try:
+        speed, origin, started = (float(p) for p in parts)
+    except ValueError:
+        msg = f"expected SPEED,ORIGIN,STARTED_AT, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not all(math.isfinite(v) for v in (speed, origin, started)) or not 0 < speed <= 1e6:
+        raise argparse.ArgumentTypeError(f"{text!r}: SPEED must be in (0, 1000000], all finite")
+    return speed, origin, started
+
+
 def _host(text: str) -> str:
     """A listen host that resolves, checked before anything starts."""
     try:
@@ -97,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--once", action="store_true", help="one tick, print the plan, exit")
     _output_arg(r, "with --once, how the tick is printed")
+    r.add_argument(
+        "--virtual-clock",
+        type=_virtual_clock,
+        metavar="SPEED,ORIGIN,STARTED_AT",
+        help="run on a sped-up clock shared with an emulator: virtual epoch ORIGIN at wall "
+        "epoch STARTED_AT, SPEED virtual seconds per second (benchmarks/fault_soak.py); "
+        "refused against the real API",
+    )
     pl = sub.add_parser(
         "plan", help="one tick: show what Governor would do and why; acts on nothing"
     )
@@ -283,8 +303,19 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         return asyncio.run(cost_command(settings, out=sys.stdout, output=args.output))
     from controller.cli.run import run_daemon
 
+    clock = None
+    if args.virtual_clock is not None:
+        from controller.clock import ScaledClock
+        from controller.settings import REAL_API
+
+        if settings.api.base_url == REAL_API:
+            raise ConfigError("--virtual-clock: only against an emulator, not the real API")
+        speed, origin, started = args.virtual_clock
+        clock = ScaledClock(speed=speed, origin=origin, started_at=started)
     return asyncio.run(
-        run_daemon(settings, once=args.once, config=path, reload=load, output=args.output)
+        run_daemon(
+            settings, once=args.once, config=path, reload=load, output=args.output, clock=clock
+        )
     )
 
 

@@ -15,7 +15,7 @@ import structlog
 from controller import __version__
 from controller.cli.common import json_dump, require_token
 from controller.cli.plan import Listing, plan_json, render_plan
-from controller.clock import WallClock
+from controller.clock import Clock, WallClock
 from controller.cost.ledger import CostTracker
 from controller.daemon.election import LeaseElector, lease_config, wire_election
 from controller.daemon.exporter import CostCollector, Metrics, MetricsServer, create_app
@@ -41,10 +41,12 @@ async def run_daemon(
     config: str | Path | None = None,
     reload: Callable[[], Settings] | None = None,
     output: str = "table",
+    clock: Clock | None = None,
 ) -> int:
     """`config` is the file `settings` came from and `reload()` rebuilds them from it exactly as
     the command line did (environment and flags included): SIGHUP, or a changed file, reloads.
-    `output` is how `--once` prints its tick: the plan table, or `json` (docs/output.md)."""
+    `output` is how `--once` prints its tick: the plan table, or `json` (docs/output.md).
+    `clock` is the wall clock unless a sped-up one is handed in (`--virtual-clock`)."""
     require_token(settings)
     lock = StateLock.for_files(
         settings.state.path, settings.ledger.path if settings.ledger.enabled else None
@@ -57,6 +59,7 @@ async def run_daemon(
             config=Path(config) if config else None,
             reload=reload,
             output=output,
+            clock=clock or WallClock(),
         )
     finally:
         lock.release()
@@ -75,8 +78,8 @@ async def _run_locked(
     config: Path | None = None,
     reload: Callable[[], Settings] | None = None,
     output: str = "table",
+    clock: Clock,
 ) -> int:
-    clock = WallClock()
     metrics = Metrics()
     # Read before anything slow, so a change made while starting is seen as a change.
     digest = config_digest(config) if config is not None else None

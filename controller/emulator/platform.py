@@ -1452,12 +1452,18 @@ class Platform:
         ep = self._ep(ns, name)
         return ep.closed_seconds + sum(self._now - r.created_at for r in ep.replicas)
 
-    def billed_usd(self, ns: str, name: str) -> float:
+    def billed_usd(self, ns: str, name: str, *, at: float | None = None) -> float:
+        return sum(price * m / 60.0 for price, m in self.billed_minutes(ns, name, at=at).items())
+
+    def billed_minutes(self, ns: str, name: str, *, at: float | None = None) -> dict[float, int]:
+        """Replica-minutes billed so far, by hourly price. `at` (not after now) bills the live
+        replicas as of then, to compare with a ledger's last look; removed replicas count whole."""
         ep = self._ep(ns, name)
+        t = self._now if at is None else min(at, self._now)
         minutes = dict(ep.closed_minutes)
         for r in ep.replicas:
-            minutes[r.price] = minutes.get(r.price, 0) + _billed_minutes(self._now - r.created_at)
-        return sum(price * m / 60.0 for price, m in minutes.items())
+            minutes[r.price] = minutes.get(r.price, 0) + _billed_minutes(t - r.created_at)
+        return minutes
 
     # -- metrics feed ---------------------------------------------------------------------------
 
