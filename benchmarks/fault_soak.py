@@ -140,7 +140,7 @@ class Soak:
     crashes: list[str] = field(default_factory=list)
     kills: list[dict[str, Any]] = field(default_factory=list)
     stale: list[tuple[str, float, float]] = field(default_factory=list)  # (endpoint, from, to)
-    holds: list[tuple[str, float, float]] = field(default_factory=list)  # (replica, from, to)
+    holds: list[tuple[str, Fault, float]] = field(default_factory=list)  # (replica, 429, wait)
     bounds_seen: list[tuple[float, str, int, int]] = field(default_factory=list)
     faults_added: dict[str, int] = field(default_factory=dict)
     solo_ledger: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -309,8 +309,7 @@ class Soak:
         else:  # retry_after
             wait = rng.uniform(3.0, 6.0)
             f = Fault("status", path=LIST, status=429, retry_after=wait, count=1)
-            f.on_forwarded = None
-            self.holds.append((rname, now, wait))
+            self.holds.append((rname, f, wait))
             dur = 30.0
         f.duration_s = dur
         proxy.add(f)
@@ -360,7 +359,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await soak.serving(a)
         for name, load in ENDPOINTS.items():
             plat.create(NS, body(name), by=BOT, sim=sim, load=load, ready=True)
-        next_kill = time.time() + soak.rng.uniform(8.0, 25.0)
+        first = args.first_kill_s
+        next_kill = time.time() + (first if first is not None else soak.rng.uniform(8.0, 25.0))
         next_fault = time.time() + soak.rng.uniform(1.0, 3.0)
         while time.time() < solo_until:
             await asyncio.sleep(0.2)
@@ -518,16 +518,18 @@ def figures(
         if e.get("event") == "decision" and e.get("reason") in ("human_override", "human_pause")
     ]
     # Retry-After: listings the same process sent before the wait was over
-    retry_violations = 0
-    for rname, t0, wait in soak.holds:
+    retry_violations: list[dict[str, Any]] = []
+    for rname, fault, wait in soak.holds:
+        if not fault.applied_at:
+            continue  # the 429 was never served (another fault, or the run ended)
         r = next(x for x in soak.replicas if x.name == rname)
-        got = [t for t, _m, p in r.proxy.requests if re.search(LIST, p) and t >= t0]
-        if not got:
-            continue
-        first = got[0]  # the 429 itself (or a listing the fault did not catch)
-        restarted = any(first < s < first + wait for s in r.started_at)
-        if not restarted:
-            retry_violations += sum(1 for t in got[1:] if t < first + wait - 0.25)
+        t429 = fault.applied_at[0]
+        if any(t429 < s < t429 + wait for s in r.started_at):
+            continue  # a restarted process does not know the wait: kill -9 forgets it
+        inside = [t for t, _m, p in r.proxy.requests if re.search(LIST, p)]
+        inside = [t for t in inside if t429 + 0.05 < t < t429 + wait - 0.25]
+        if inside:
+            retry_violations.append({"replica": rname, "at": t429, "wait": wait, "sent": inside})
     per_endpoint = ledger_vs_bill(soak, soak.replicas)
     lost = sum(max(0, v["billed_min"] - v["ledger_min"]) for v in per_endpoint.values())
     double = sum(max(0, v["ledger_min"] - v["billed_min"]) for v in per_endpoint.values())
@@ -536,7 +538,10 @@ def figures(
     solo_double = sum(max(0, v["ledger_min"] - v["billed_min"]) for v in solo.values())
     speed = soak.args.speed
     allowance = sum(
-        n * (math.ceil((h["handover_s"] * speed + TICK_S) / 60.0) + 1)
+        # minutes that begin between the old leader's last tick and the new leader's first
+        # (the hand-over plus up to a tick either side), and the one of a replica started in the
+        # tick it died in
+        n * (math.ceil((h["handover_s"] * speed + 2 * TICK_S) / 60.0) + 1)
         for h in handovers
         for n in h["replicas_running"].values()
     )
@@ -572,7 +577,8 @@ def figures(
         "ledger_solo_part_double_counted_minutes": solo_double,
         "ledger_solo_part_per_endpoint": solo,
         "self_mistaken_for_person": len(mistaken),
-        "retry_after_violations": retry_violations,
+        "retry_after_violations": sum(len(v["sent"]) for v in retry_violations),
+        "retry_after_violation_detail": retry_violations[:10],
         "retry_after_faults": len(soak.holds),
         "token_leaks": leaks,
         "writes": len(writes),
@@ -665,6 +671,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=18)
     p.add_argument("--speed", type=float, default=30.0, help="virtual seconds per second")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fault_soak"))
+    p.add_argument(
+        "--first-kill-s",
+        type=float,
+        help="kill the lone daemon this many seconds in (default: random)",
+    )
     p.add_argument("--workdir", help="where the daemons' state and logs go (default: a temp dir)")
     args = p.parse_args(argv)
     t0 = time.time()

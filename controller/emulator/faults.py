@@ -98,6 +98,7 @@ class Fault:
     # Called with (method, path) after the upstream answered a request this fault caught.
     on_forwarded: Callable[[str, str], None] | None = None
     applied: int = 0
+    applied_at: list[float] = field(default_factory=list)  # wall times (time.time())
     added_at: float = 0.0
     _stale: dict[str, bytes] = field(default_factory=dict)
 
@@ -252,8 +253,10 @@ class FaultProxy:
 
     def _count(self, f: Fault, method: str, path: str) -> None:
         f.applied += 1
+        now = time.time()
+        f.applied_at.append(now)
         self.injected[f.kind] += 1
-        self.events.append((time.time(), f.kind, method, path))
+        self.events.append((now, f.kind, method, path))
 
     async def _handle(
         self,
