@@ -30,6 +30,7 @@ _BUILTINS = {
     "budget": "policies.budget:BudgetPolicy",
     "burst_floor": "policies.burst_floor:BurstFloorPolicy",
     "slo_target": "policies.slo_target:SloTargetPolicy",
+    "right_sizing": "policies.right_sizing:RightSizingPolicy",
 }
 
 
