@@ -17,6 +17,7 @@ from controller.cost.capacity import (
     scale_capacity,
 )
 from controller.cost.pricing import load_pricing, lookup_price
+from controller.platform.signals import FeedSample
 from policies.right_sizing import (
     Evaluation,
     RightSizingParams,
@@ -26,7 +27,6 @@ from policies.right_sizing import (
     observed,
 )
 from tests.policy_support import rich_window, view
-from controller.platform.signals import FeedSample
 
 
 def row(t: str, size: str = "x1", vendor: str = "aws"):
@@ -100,7 +100,8 @@ def test_scale_capacity_by_bandwidth_and_kv_room():
         tp_efficiency=0.8,
         max_concurrency_ratio=4,
     )
-    assert up is not None and up.concurrency == 32  # 8x the room, capped at 4x
+    assert up is not None
+    assert up.concurrency == 32
     none = scale_capacity(
         row("nvidia-a100"),
         row("nvidia-t4"),
@@ -114,9 +115,7 @@ def test_scale_capacity_by_bandwidth_and_kv_room():
 
 
 def ev(instance: str, cost: float, att: float, *, current: bool = False) -> Evaluation:
-    return Evaluation(
-        instance, 1.0, 24, 1.0, 8, cost, att, att >= 0.99, 1.0, 1, current=current
-    )
+    return Evaluation(instance, 1.0, 24, 1.0, 8, cost, att, att >= 0.99, 1.0, 1, current=current)
 
 
 def test_choose_cheapest_meeting_the_slo_with_the_saving():
@@ -127,7 +126,8 @@ def test_choose_cheapest_meeting_the_slo_with_the_saving():
         ev("aws/nvidia-t4/x1", 365.0, 0.90),
     ]
     r = choose("ns/e", evs, p, at=0.0)
-    assert r.action == "change" and r.best == "aws/nvidia-l4/x1"
+    assert r.action == "change"
+    assert r.best == "aws/nvidia-l4/x1"
     assert r.saving_month_usd == pytest.approx(1241.0)
     assert "saves $1,241.00/mo" in r.explain()
 
@@ -135,11 +135,14 @@ def test_choose_cheapest_meeting_the_slo_with_the_saving():
 def test_choose_keeps_when_nothing_cheaper_meets_or_the_saving_is_small():
     p = RightSizingParams(min_saving_usd_month=100)
     r = choose("k", [ev("a", 100, 0.999, current=True), ev("b", 50, 0.5)], p, at=0)
-    assert r.action == "keep" and r.best is None
+    assert r.action == "keep"
+    assert r.best is None
     r = choose("k", [ev("a", 100, 0.999, current=True), ev("b", 50, 0.999)], p, at=0)
-    assert r.action == "keep" and "under min_saving_usd_month" in r.reason
+    assert r.action == "keep"
+    assert "under min_saving_usd_month" in r.reason
     r = choose("k", [ev("a", 100, 0.5, current=True), ev("b", 50, 0.5)], p, at=0)
-    assert r.action == "keep" and "no candidate" in r.reason
+    assert r.action == "keep"
+    assert "no candidate" in r.reason
 
 
 def test_apply_needs_a_window_and_windows_use_the_schedule_syntax():
@@ -169,10 +172,14 @@ def test_policy_records_peak_memory_per_instance_and_never_has_an_opinion():
     w = rich_window([sample(t - 30, 20.0, 10.0), sample(t, 30.0, 20.0)])
     v = view(current=1, ready=1, window=w)
     prop = pol.propose(v, t)
-    assert prop.kind.value == "no_opinion" and prop.valid and prop.replicas is None
+    assert prop.kind.value == "no_opinion"
+    assert prop.valid
+    assert prop.replicas is None
     assert prop.reason == "observing"
     peak, use = observed(prop.memory, "aws/nvidia-l4/x1")
-    assert peak == 30.0 and use == pytest.approx(15.0)
+    assert peak == 30.0
+    assert use == pytest.approx(15.0)
     assert observed(prop.memory, "aws/nvidia-a100/x1") == (None, None)
     empty = pol.propose(view(current=1, ready=1, window=rich_window([])), t)
-    assert empty.reason == "no_data" and empty.valid
+    assert empty.reason == "no_data"
+    assert empty.valid
