@@ -361,6 +361,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             plat.create(NS, body(name), by=BOT, sim=sim, load=load, ready=True)
         first = args.first_kill_s
         next_kill = time.time() + (first if first is not None else soak.rng.uniform(8.0, 25.0))
+        # A loaded machine can take most of a short run to start the daemon: the solo part
+        # lasts at least until its first kill (and a restart) has happened.
+        solo_until = max(solo_until, next_kill + 2.0)
         next_fault = time.time() + soak.rng.uniform(1.0, 3.0)
         while time.time() < solo_until:
             await asyncio.sleep(0.2)
@@ -381,6 +384,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         soak.start(a, election=True)
         await asyncio.sleep(1.0)
         soak.start(b, election=True)
+        end = max(end, time.time() + total * 0.45)  # part 2 gets its share even after a late part 1
         next_kill = time.time() + max(6.0, (end - time.time()) * soak.rng.uniform(0.3, 0.5))
         next_fault = time.time() + soak.rng.uniform(1.0, 3.0)
         kills_left = 2
