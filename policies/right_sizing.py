@@ -39,6 +39,7 @@ __all__ = [
     "choose",
     "in_maintenance",
     "observed",
+    "params_from",
 ]
 
 HOUR_S = 3600.0
@@ -110,6 +111,12 @@ class RightSizingParams(BaseModel):
     instance_types: list[str] | None = Field(
         None, description="Only these instance types are candidates (unset: all of the vendor's)."
     )
+    max_candidates: int = Field(
+        6,
+        ge=1,
+        le=100,
+        description="Instances replayed per evaluation besides the current one, cheapest first.",
+    )
     min_saving_usd_month: float = Field(
         10.0, ge=0, le=1e9, description="Recommend only a change saving at least this per month."
     )
@@ -151,6 +158,13 @@ class RightSizingParams(BaseModel):
         if self.apply and not self.maintenance:
             raise ValueError("apply: true needs at least one maintenance window")
         return self
+
+
+def params_from(policies: Mapping[str, Any]) -> RightSizingParams | None:
+    """An endpoint's `right_sizing` parameters from its `policies`; None when it does not run it."""
+    if "right_sizing" not in policies:
+        return None
+    return RightSizingParams.model_validate(policies["right_sizing"] or {})
 
 
 def in_maintenance(params: RightSizingParams, now: float) -> bool:

@@ -83,6 +83,7 @@ async def test_plan_and_run_once_print_one_json_document(tmp_path, capsys):
             "outcome",
             "signals",
             "autopilot",
+            "rightsize",
         }
         assert doc["unmanaged"] == [f"{NS}/other"]
         assert doc["budgets"] == [

@@ -183,3 +183,19 @@ def test_policy_records_peak_memory_per_instance_and_never_has_an_opinion():
     empty = pol.propose(view(current=1, ready=1, window=rich_window([])), t)
     assert empty.reason == "no_data"
     assert empty.valid
+
+
+def test_the_config_refuses_apply_without_a_window_naming_the_field():
+    from controller.errors import ConfigError
+    from controller.settings import load_settings
+
+    with pytest.raises(ConfigError, match="right_sizing") as exc:
+        load_settings(
+            None,
+            overrides={
+                "namespaces": ["acme"],
+                "defaults": {"policies": {"right_sizing": {"apply": True}}},
+            },
+            env={"HF_TOKEN": "hf_x"},
+        )
+    assert "maintenance window" in str(exc.value)

@@ -174,10 +174,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_simulate_parser(sub)
     from controller.cli.export_trace import add_export_trace_parser
+    from controller.cli.rightsize import add_rightsize_parser
     from controller.cli.tune import add_tune_parser
 
     add_export_trace_parser(sub)
     add_tune_parser(sub)
+    add_rightsize_parser(sub)
     return p
 
 
@@ -276,7 +278,7 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     settings = load()
     secret = settings.token.get_secret_value() if settings.token else None
     configure_logging(fmt=settings.log.format, level=settings.log.level, secret=secret)
-    if args.cmd in ("export-trace", "tune"):
+    if args.cmd in ("export-trace", "tune", "rightsize"):
         # The replays run Governor's loop: only warnings, or every replayed decision prints.
         configure_logging(fmt="console", level="warning", secret=secret)
     if args.cmd == "export-trace":
@@ -289,6 +291,10 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         from controller.cli.tune import run_tune
 
         return run_tune(settings, args, out=sys.stdout)
+    if args.cmd == "rightsize":
+        from controller.cli.rightsize import run_rightsize
+
+        return run_rightsize(settings, args, out=sys.stdout)
     from controller.cli.common import usable
 
     for warning in usable(settings, source=str(path)):

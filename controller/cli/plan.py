@@ -128,6 +128,7 @@ def plan_json(
     listed: Sequence[Endpoint],
     windows: WindowStore | None = None,
     autopilot: dict[str, Any] | None = None,
+    rightsize: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `-o json` document of `plan` and `run --once` (docs/output.md, governor.plan v1)."""
     coverage = [] if report.blind else budget_coverage(settings, listed)
@@ -165,6 +166,7 @@ def plan_json(
                 else {"result": e.outcome.result.value, "detail": e.outcome.detail},
                 "signals": signals(e.decision.key),
                 "autopilot": (autopilot or {}).get(e.decision.key),
+                "rightsize": _rightsize_json((rightsize or {}).get(e.decision.key)),
             }
             for e in report.entries
         ],
@@ -173,6 +175,40 @@ def plan_json(
         "feed_errors": dict(report.feed_errors),
         "budgets": [c.as_json() for c in coverage],
         "warnings": warnings,
+    }
+
+
+def _rightsize_state(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Right-sizing's last recommendation and apply phase per endpoint (read-only)."""
+    path = Path(settings.state.path)
+    if not path.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT key, data FROM rightsize").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:  # no such table: a state file from before right-sizing
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for key, data in rows:
+        try:
+            out[key] = json.loads(data)
+        except ValueError:
+            continue
+    return out
+
+
+def _rightsize_json(st: dict[str, Any] | None) -> dict[str, Any] | None:
+    if st is None:
+        return None
+    return {
+        "action": st.get("action") or None,
+        "recommended": st.get("best"),
+        "saving_usd_per_month": st.get("saving_month_usd"),
+        "phase": st.get("phase"),
+        "message": st.get("last") or None,
     }
 
 
@@ -202,6 +238,7 @@ async def run_plan(settings: Settings, *, out: TextIO, output: str = "table") ->
     require_token(settings)
     plan_settings = dry_run_copy(settings)
     auto = _autopilot_state(settings)
+    sizing = _rightsize_state(settings)
     listing = Listing()
     async with make_client(plan_settings) as client:
         gov = Governor(
@@ -221,6 +258,7 @@ async def run_plan(settings: Settings, *, out: TextIO, output: str = "table") ->
             listed=listing.endpoints,
             windows=gov.windows,
             autopilot={key: st.get("last") for key, st in shown},
+            rightsize=sizing,
         )
         json_dump(doc, out)
         return 1 if report.blind else 0
@@ -231,5 +269,14 @@ async def run_plan(settings: Settings, *, out: TextIO, output: str = "table") ->
         out.write("\nautopilot (in force in the decisions above):\n")
         for key, st in shown:
             out.write(f"  {key}: {st.get('last') or 'no decision yet'}\n")
+    sized = [
+        (e.decision.key, sizing[e.decision.key]) for e in report.entries if e.decision.key in sizing
+    ]
+    if sized:
+        out.write("\nright-sizing (best candidate on the replayed traffic):\n")
+        for key, st in sized:
+            phase = st.get("phase") or "idle"
+            tail = "" if phase == "idle" else f" [apply: {phase}]"
+            out.write(f"  {key}: {st.get('last') or 'not evaluated yet'}{tail}\n")
     # Exit 1 when the account could not be seen: a script must not read "nothing to do".
     return 1 if report.blind else 0

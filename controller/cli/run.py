@@ -125,6 +125,19 @@ async def _run_locked(
                     settings.autopilot, store=store, planner=plan_endpoint
                 )
                 gov.overrides.update(gov.autopilot.overrides())
+            if store is not None:
+                from functools import partial
+
+                from controller.backtest.rightsize import evaluate_endpoint
+                from controller.cost.pricing import PriceBook
+                from controller.daemon.rightsize import RightsizeRunner
+
+                gov.rightsize = RightsizeRunner(
+                    store=store,
+                    evaluator=partial(
+                        evaluate_endpoint, prices=PriceBook(settings.pricing.overrides)
+                    ),
+                )
             if once:
                 report = await gov.tick()
                 if output == "json":

@@ -307,6 +307,20 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.rightsize_actions = Counter(
+            "governor_rightsize_actions",
+            "Right-sizing steps by action: recommend, keep, apply, dry_run, running, confirmed, "
+            "rollback, rolled_back, skipped, error.",
+            ["action"],
+            registry=r,
+        )
+        self.rightsize_saving = Gauge(
+            "governor_rightsize_saving_dollars_per_month",
+            "Monthly saving of the recommended instance over the current one, from replaying the "
+            "endpoint's recorded traffic (0 when the current one is kept).",
+            ["namespace", "endpoint"],
+            registry=r,
+        )
         self.actions = Counter(
             "governor_actions",
             "Actions attempted by action, result and error class.",

@@ -41,6 +41,7 @@ from policies.registry import build_policy
 
 if TYPE_CHECKING:
     from controller.daemon.autopilot import AutopilotRunner
+    from controller.daemon.rightsize import RightsizeRunner
 
 __all__ = ["Governor", "TickEntry", "TickObserver", "TickReport"]
 
@@ -140,6 +141,9 @@ class Governor:
         self.overrides: dict[str, dict[str, Any]] = {}
         # Set by the command line when `autopilot.enabled` (it needs the backtest's replay).
         self.autopilot: AutopilotRunner | None = None
+        # Set by the command line (it needs the backtest's replay): right-sizing's evaluations
+        # and its opt-in apply path (`controller.daemon.rightsize`).
+        self.rightsize: RightsizeRunner | None = None
         self.health = Health(
             tick_interval_s=settings.loop.tick_interval_s,
             unready_after=settings.loop.unready_after_failed_ticks,
@@ -303,6 +307,11 @@ class Governor:
                     self.autopilot.step(self, managed, decided_at)
                 except Exception:
                     log.exception("autopilot_failed")
+            if self.rightsize is not None:
+                try:
+                    await self.rightsize.step(self, managed, decided_at)
+                except Exception:
+                    log.exception("rightsize_failed")
         except Exception:
             self.metrics.ticks.labels("error").inc()
             self.metrics.tick_errors.labels("internal").inc()

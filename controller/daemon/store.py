@@ -55,8 +55,10 @@ CREATE TABLE IF NOT EXISTS demand (
 """
 _SCHEMA += """
 CREATE TABLE IF NOT EXISTS autopilot (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rightsize (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
-# The demand and autopilot tables are additive (created when missing): schema 1 files keep working.
+# The demand, autopilot and rightsize tables are additive (created when missing): schema 1 files
+# keep working.
 SCHEMA_VERSION = "1"
 
 
@@ -166,6 +168,18 @@ class StateStore:
         with self._tx():
             self._db.execute(
                 "INSERT INTO autopilot (key, data) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET data=excluded.data",
+                (key, data),
+            )
+
+    def load_rightsize(self) -> dict[str, str]:
+        """Right-sizing's per-endpoint state (JSON text; `controller.daemon.rightsize`)."""
+        return dict(self._db.execute("SELECT key, data FROM rightsize"))
+
+    def save_rightsize(self, key: str, data: str) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO rightsize (key, data) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET data=excluded.data",
                 (key, data),
             )

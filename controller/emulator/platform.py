@@ -45,7 +45,18 @@ of `PlatformConfig` or `SimParams`):
   An update of the instance or model -> updating: new replicas cold-start (`update_delay_s`, by
   default the endpoint's cold start) while the old ready ones keep serving; when all new replicas
   are ready the old ones are removed -> running. Scaling-only updates do not redeploy (switch:
-  `scaling_update_redeploys`). `failed`/`updateFailed` are reachable through `force_state`.
+  `scaling_update_redeploys`). `failed`/`updateFailed` are reachable through `force_state`, and
+  `inject_start_failure` makes the next redeploy (to one instance type, or any) fail: when its
+  new replicas would be ready, every replica is removed and the endpoint is `updateFailed`,
+  serving nothing (503) until the next update (what the real platform keeps serving then is not
+  documented; this is the worst case).
+- **Capacity per accelerator** (`capacity_per_accelerator`, on by default). `SimParams` state the
+  service time and concurrency on the instance the endpoint was created on; a replica of another
+  instance serves each request in that time x (created-on replica bandwidth / its own), and, with
+  `SimParams.model_gb`, batches concurrency x (its memory left after the model / the created-on
+  one's), capped at 4x: the capacity model of `controller.cost.capacity` (docs/right-sizing.md).
+  With `model_gb`, the feed's GPU memory is the model's share of the replica's memory plus the
+  KV cache of the requests in service (`kv_gb_per_request`).
 - **Own autoscaler** (runs only while running; bounds [max(minReplica, 1), maxReplica]):
   scale-up evaluated on epoch seconds divisible by `scale_up_interval_s` (60): pendingRequests
   strategy adds one replica when mean(pending / replicas) over the past `pending_window_s` (20 s)
@@ -102,6 +113,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from controller.cost.capacity import replica_bandwidth, replica_memory_gb
 from controller.cost.pricing import PriceRow, load_pricing, lookup_price
 from controller.emulator.engines import (
     FEED_SHAPES,
@@ -216,6 +228,8 @@ class PlatformConfig:
     max_scale_to_zero_timeout_min: Annotated[int, Field(ge=1, le=5_256_000)] = 525_600  # a year
     # Quota (see "Quota" above): groups per instance type or pooled per accelerator kind.
     quota_scope: Literal["instance_type", "accelerator"] = "instance_type"
+    # Service time and batch follow the instance (see "Capacity per accelerator" above).
+    capacity_per_accelerator: bool = True
     cpu_quota: bool = True  # CPU replicas hold their vCPUs in quota units
 
 
@@ -231,6 +245,9 @@ class SimParams:
     hold_s: float | None = None
     # The feed shape its open-metrics route serves (`engines.FEED_SHAPES`); None: `feed_shape`.
     feed: str | None = None
+    # The model's weights (GB): the GPU memory feed and the batch on another instance follow it.
+    model_gb: float | None = None
+    kv_gb_per_request: float = 0.25  # KV cache of one request in service (a 2k-token context)
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed not in FEED_SHAPES:
@@ -278,13 +295,16 @@ class RequestLog:
 
 
 class _Replica:
-    __slots__ = ("busy", "created_at", "id", "price", "ready_at", "retiring", "util")
+    __slots__ = ("busy", "created_at", "id", "price", "ready_at", "retiring", "speed", "util")
 
-    def __init__(self, rid: str, created_at: float, ready_at: float, price: float) -> None:
+    def __init__(
+        self, rid: str, created_at: float, ready_at: float, price: float, speed: float = 1.0
+    ) -> None:
         self.id = rid
         self.created_at = created_at
         self.ready_at = ready_at
         self.price = price
+        self.speed = speed  # service rate relative to the instance the endpoint was created on
         self.busy = 0
         self.util = 0.0
         self.retiring = False
@@ -298,6 +318,8 @@ class _Endpoint:
         self.name: str = spec["name"]
         self.spec = spec
         self.row = row
+        self.base_row = row  # the instance `sim` is stated for
+        self.fail_next_update: str | None = None  # instance type ("*": any) whose start fails
         self.sim = sim
         self.state = S.PENDING
         self.has_url = False
@@ -530,7 +552,23 @@ class Platform:
         return base * (1.0 + j * (2.0 * ep.svc_rng.random() - 1.0))
 
     def _concurrency(self, ep: _Endpoint) -> int:
-        return ep.sim.concurrency or self.config.concurrency
+        base = ep.sim.concurrency or self.config.concurrency
+        model = ep.sim.model_gb
+        if model is None or ep.row is ep.base_row or not self.config.capacity_per_accelerator:
+            return base
+        mem_b, mem_n = replica_memory_gb(ep.base_row), replica_memory_gb(ep.row)
+        if mem_b is None or mem_n is None or mem_b <= model:
+            return base
+        ratio = min(4.0, max(0.0, mem_n - model) / (mem_b - model))
+        return max(1, math.floor(base * ratio + 1e-9))
+
+    def _speed(self, ep: _Endpoint) -> float:
+        """Service rate of a replica of the current instance relative to the created-on one."""
+        if ep.row is ep.base_row or not self.config.capacity_per_accelerator:
+            return 1.0
+        bw_b = replica_bandwidth(ep.base_row, tp_efficiency=0.8)
+        bw_n = replica_bandwidth(ep.row, tp_efficiency=0.8)
+        return 1.0 if not bw_b or not bw_n else bw_n / bw_b
 
     def _cold_start(self, ep: _Endpoint) -> float:
         c = ep.sim.cold_start_s
@@ -612,7 +650,7 @@ class Platform:
                 break
             heapq.heappop(slots)
             q.popleft()
-            fin = start + (self._service_time(ep) if svc is None else svc)
+            fin = start + (self._service_time(ep) if svc is None else svc) / rep.speed
             if ep.log is not None:
                 ep.log.add(arr_t, start - arr_t)
             rep.busy += 1
@@ -645,8 +683,12 @@ class Platform:
         elif st == S.UPDATING:
             new = ep.active()
             if new and all(r.ready_at <= b for r in new):
-                self._remove(ep, [r for r in ep.replicas if r.retiring], b)
-                self._set_running(ep, b)
+                fail = ep.fail_next_update
+                if fail is not None and fail in ("*", ep.row.instance_type):
+                    self._fail_update(ep, new, b)
+                else:
+                    self._remove(ep, [r for r in ep.replicas if r.retiring], b)
+                    self._set_running(ep, b)
         if ep.state in (S.INITIALIZING, S.RUNNING):
             if ep.first_ready_at <= b:
                 self._set_running(ep, max(a, ep.first_ready_at))
@@ -759,7 +801,7 @@ class Platform:
 
     def _add_replica(self, ep: _Endpoint, t: float, *, cold_start: float | None = None) -> None:
         cs = self._cold_start(ep) if cold_start is None else cold_start
-        rep = _Replica(self._new_id(ep), t, t + cs, ep.row.usd_per_hour)
+        rep = _Replica(self._new_id(ep), t, t + cs, ep.row.usd_per_hour, self._speed(ep))
         ep.replicas.append(rep)
         ep.unslotted.append(rep)
         ep.first_ready_at = min(ep.first_ready_at, rep.ready_at)
@@ -853,6 +895,16 @@ class Platform:
                 self._set_running(ep, t)
             else:
                 ep.state = S.INITIALIZING
+
+    def _fail_update(self, ep: _Endpoint, new: list[_Replica], t: float) -> None:
+        """The injected start failure: every replica goes; nothing serves until the next update."""
+        ep.fail_next_update = None
+        self._remove(ep, list(ep.replicas), t)
+        ep.state = S.UPDATE_FAILED
+
+    def inject_start_failure(self, ns: str, name: str, instance_type: str | None = None) -> None:
+        """Make the next redeploy of `ns/name` (to `instance_type`, or any) fail to start."""
+        self._ep(ns, name).fail_next_update = instance_type or "*"
 
     def _start_update(self, ep: _Endpoint, t: float) -> None:
         if ep.state not in SERVING and ep.state != S.UPDATE_FAILED:
@@ -1615,9 +1667,14 @@ class Platform:
                 f"# TYPE {metric} gauge",
                 f"# UNIT {metric} percent",
             ]
+            model = ep.sim.model_gb if metric == "gpu_memory_usage_percent" else None
+            mem = replica_memory_gb(ep.row) if model is not None else None
             for r in reps:
                 if r.ready_at > now:
                     v = 0.0
+                elif model is not None and mem:
+                    used = model + r.busy * ep.sim.kv_gb_per_request
+                    v = min(100.0, 100.0 * used / mem)
                 else:
                     v = base + span * r.util + 2.0 * _noise(self.seed, r.id, metric, now)
                     v = min(100.0, max(0.0, v))

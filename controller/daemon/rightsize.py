@@ -1,0 +1,399 @@
+"""The daemon's side of right-sizing: when to evaluate, and the opt-in apply path with rollback.
+
+The evaluation, replaying the endpoint's recorded traffic once per candidate instance, belongs to
+the backtest (`controller.backtest.rightsize.evaluate_endpoint`); the command line hands it in as
+`evaluator` and it runs in a worker thread, one endpoint at a time, so a replay never stalls a
+tick. Its `Recommendation` is logged, stored (for `governor plan`) and exported as
+`governor_rightsize_saving_dollars_per_month{namespace,endpoint}`.
+
+With the policy's `apply: true`, a `change` recommendation is applied, one step per tick, every
+step logged and counted (`governor_rightsize_actions_total{action}`):
+
+1. **start**, only inside a maintenance window, with the endpoint `running` on the instance the
+   recommendation was made for, and `min_change_interval_s` after the last change or rollback.
+   Quota for the new instance is read first (`GET /provider/{namespace}`); unknown or short, no
+   update. Then `PUT compute.instanceType/instanceSize`; under `loop.dry_run` it is only logged.
+2. **updating**: watched until the endpoint runs on the new instance. `updateFailed` / `failed`,
+   or not running within `update_timeout_s`: roll back.
+3. **probation** for `probation_s` once it runs: the live attainment estimated from the recorded
+   minutes since (`live_attainment`) below the SLO rolls back; otherwise the change is confirmed.
+4. **rollback**: `PUT` the old instance back, watched until it runs again.
+
+The phase is persisted in the state file after every step, so a restart resumes it rather than
+issuing the update twice; a step whose PUT failed is retried on a later tick. The endpoint's
+`capacity_per_replica`, when configured, is put in force scaled to the new instance (the
+capacity the replay assumed) as a settings override while it runs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from controller.daemon.autopilot import live_attainment
+from controller.daemon.store import StateStore
+from controller.errors import GovernorError
+from controller.platform.models import Endpoint, EndpointState
+from policies.right_sizing import RightSizingParams, in_maintenance, params_from
+
+if TYPE_CHECKING:
+    from controller.daemon.loop import Governor
+
+__all__ = ["Evaluator", "RightsizeRunner", "SizingState", "instance_of", "quota_allows"]
+
+log = structlog.get_logger("governor.rightsize")
+S = EndpointState
+
+# (key, endpoint settings, recorded minutes, slo_target memory, right_sizing memory, *, instance,
+# at) -> a Recommendation (policies.right_sizing) or None
+Evaluator = Callable[..., Any]
+
+
+def instance_of(ep: Endpoint) -> str:
+    c = ep.compute
+    return f"{ep.provider.vendor}/{c.instance_type}/{c.instance_size}"
+
+
+@dataclass
+class SizingState:
+    """Right-sizing's record for one endpoint (persisted in the store)."""
+
+    last_run_at: float | None = None
+    last: str = ""  # the last recommendation's explanation
+    action: str = ""  # its action: change | keep
+    best: str | None = None
+    made_for: str | None = None  # the instance the recommendation was made for
+    saving_month_usd: float = 0.0
+    capacity: dict[str, int] = field(default_factory=dict)  # instance -> replayed capacity
+    phase: str = "idle"  # idle | updating | probation | rolling_back
+    from_instance: str | None = None
+    to_instance: str | None = None
+    started_at: float | None = None
+    running_at: float | None = None
+    last_change_at: float | None = None
+    history: list[str] = field(default_factory=list)
+
+
+def quota_allows(
+    provider: dict[str, Any], ep: Endpoint, target: str, *, replicas: int
+) -> tuple[bool, str]:
+    """Whether the namespace's quota for `target` holds `replicas` of it, from a
+    `GET /provider/{namespace}` answer; unknown quota is not enough."""
+    vendor, itype, isize = target.split("/")
+    region = ep.provider.region
+    for v in provider.get("vendors") or []:
+        if v.get("name") != vendor:
+            continue
+        for r in v.get("regions") or []:
+            if region and r.get("name") not in (None, region):
+                continue
+            for c in r.get("computes") or []:
+                if c.get("instanceType") != itype or c.get("instanceSize") != isize:
+                    continue
+                q = c.get("quota")
+                try:
+                    per = int(c["numAccelerators"])
+                    free = int(q["maxAccelerators"]) - int(q["usedAccelerators"])
+                except (KeyError, TypeError, ValueError):
+                    return False, f"quota for {target} is not stated by the provider route"
+                if ep.compute.instance_type == itype:
+                    # one group: the endpoint's own accelerators are freed by the move
+                    free += ep.status.target_replica * _accelerators(provider, ep)
+                need = replicas * per
+                if need > free:
+                    return False, f"quota for {target}: {need} accelerators needed, {free} free"
+                return True, f"quota for {target}: {need} needed, {free} free"
+    return False, f"{target} is not offered in {vendor}/{region}"
+
+
+def _accelerators(provider: dict[str, Any], ep: Endpoint) -> int:
+    for v in provider.get("vendors") or []:
+        for r in v.get("regions") or []:
+            for c in r.get("computes") or []:
+                if (
+                    c.get("instanceType") == ep.compute.instance_type
+                    and c.get("instanceSize") == ep.compute.instance_size
+                ):
+                    try:
+                        return int(c["numAccelerators"])
+                    except (KeyError, TypeError, ValueError):
+                        return 0
+    return 0
+
+
+class RightsizeRunner:
+    def __init__(self, *, store: StateStore | None, evaluator: Evaluator) -> None:
+        self.store = store
+        self.evaluator = evaluator
+        self.state: dict[str, SizingState] = {}
+        if store is not None:
+            for key, data in store.load_rightsize().items():
+                try:
+                    self.state[key] = SizingState(**json.loads(data))
+                except (TypeError, ValueError) as exc:
+                    log.warning("rightsize_row_unreadable", endpoint=key, error=str(exc))
+        self._task: asyncio.Future[Any] | None = None
+        self._task_key: str | None = None
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _save(self, key: str) -> None:
+        if self.store is not None:
+            self.store.save_rightsize(key, json.dumps(asdict(self.state[key])))
+
+    def _note(self, gov: Governor, key: str, action: str, message: str, now: float) -> None:
+        st = self.state.setdefault(key, SizingState())
+        st.history = [*st.history, f"{now:.0f} {action}: {message}"][-20:]
+        self._save(key)
+        gov.metrics.rightsize_actions.labels(action).inc()
+        log.info("rightsize", endpoint=key, action=action, why=message)
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Capacity per replica in force on the new instance, for endpoints that configure it."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, st in self.state.items():
+            inst = st.to_instance if st.phase in ("updating", "probation") else None
+            if inst is not None and inst in st.capacity:
+                out[key] = {"capacity_per_replica": st.capacity[inst]}
+        return out
+
+    # -- the tick -----------------------------------------------------------------------------
+
+    async def step(self, gov: Governor, managed: Sequence[Endpoint], now: float) -> None:
+        """Once per tick: take a finished evaluation, advance each apply, start the next one."""
+        self._harvest(gov, now)
+        for ep in managed:
+            params = params_from(gov.endpoint_settings(ep).policies)
+            if params is None:
+                continue
+            try:
+                await self._advance(gov, ep, params, now)
+            except GovernorError as exc:  # one endpoint's failed call never stops the others
+                self._note(gov, ep.key, "error", f"{type(exc).__name__}: {exc}", now)
+        if self._task is None:
+            self._start_next(gov, managed, now)
+        over = self.overrides()
+        for key, _st in self.state.items():
+            if key in over:
+                gov.overrides[key] = {**gov.overrides.get(key, {}), **over[key]}
+        self._export(gov)
+
+    def _export(self, gov: Governor) -> None:
+        g = gov.metrics.rightsize_saving
+        for key, st in self.state.items():
+            ns, _, name = key.partition("/")
+            g.labels(ns, name).set(st.saving_month_usd if st.action == "change" else 0.0)
+
+    def _harvest(self, gov: Governor, now: float) -> None:
+        if self._task is None or not self._task.done():
+            return
+        key, task = self._task_key, self._task
+        self._task, self._task_key = None, None
+        assert key is not None
+        try:
+            rec = task.result()
+        except Exception as exc:  # a failed replay changes nothing
+            log.warning("rightsize_replay_failed", endpoint=key, error=str(exc))
+            return
+        if rec is None:
+            return
+        st = self.state.setdefault(key, SizingState())
+        st.last, st.action, st.best = rec.explain(), rec.action, rec.best
+        st.made_for, st.saving_month_usd = rec.current, rec.saving_month_usd
+        st.capacity = {e.instance: e.concurrency for e in rec.evaluations}
+        self._note(gov, key, "recommend" if rec.action == "change" else "keep", rec.explain(), now)
+
+    def _start_next(self, gov: Governor, managed: Sequence[Endpoint], now: float) -> None:
+        if self.store is None:
+            return
+        for ep in managed:
+            es = gov.endpoint_settings(ep)
+            params = params_from(es.policies)
+            if params is None:
+                continue
+            st = self.state.get(ep.key)
+            if st is not None and st.phase != "idle":
+                continue
+            if (
+                st is not None
+                and st.last_run_at is not None
+                and now - st.last_run_at < params.interval_s
+            ):
+                continue
+            rows = self.store.demand(ep.key, since=now - params.history_days * 86400.0)
+            if sum(1 for r in rows if r.requests > 0) < params.min_busy_minutes:
+                continue
+            mem = gov.memory.get(ep.key)
+            pm = mem.policy_memory if mem else {}
+            slo_mem, rs_mem = dict(pm.get("slo_target", {})), dict(pm.get("right_sizing", {}))
+            self.state.setdefault(ep.key, SizingState()).last_run_at = now
+            self._save(ep.key)
+            loop = asyncio.get_running_loop()
+            self._task_key = ep.key
+            inst = instance_of(ep)
+            self._task = loop.run_in_executor(
+                None,
+                lambda es=es, rows=rows, k=ep.key, a=slo_mem, b=rs_mem, i=inst: self.evaluator(
+                    k, es, rows, a, b, instance=i, at=now
+                ),
+            )
+            return
+
+    async def wait(self) -> None:
+        """Wait for an evaluation in flight (tests, shutdown)."""
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
+    # -- the apply path -----------------------------------------------------------------------
+
+    async def _advance(
+        self, gov: Governor, ep: Endpoint, params: RightSizingParams, now: float
+    ) -> None:
+        st = self.state.get(ep.key)
+        if st is None:
+            return
+        if st.phase == "idle":
+            await self._maybe_start(gov, ep, st, params, now)
+        elif st.phase == "updating":
+            await self._watch_update(gov, ep, st, params, now)
+        elif st.phase == "probation":
+            await self._probation(gov, ep, st, params, now)
+        elif st.phase == "rolling_back":
+            await self._watch_rollback(gov, ep, st, now)
+
+    async def _maybe_start(
+        self, gov: Governor, ep: Endpoint, st: SizingState, p: RightSizingParams, now: float
+    ) -> None:
+        if not p.apply or st.action != "change" or st.best is None:
+            return
+        cur = instance_of(ep)
+        why: str | None = None
+        if st.made_for != cur:
+            why = f"the recommendation was made for {st.made_for}, the endpoint runs {cur}"
+        elif ep.state is not S.RUNNING:
+            why = f"the endpoint is {ep.state.value}, not running"
+        elif st.last_change_at is not None and now - st.last_change_at < p.min_change_interval_s:
+            why = "min_change_interval_s since the last change has not passed"
+        elif not in_maintenance(p, now):
+            return  # the usual case: wait for the window, quietly
+        if why is not None:
+            if st.history and st.history[-1].endswith(why):
+                return
+            self._note(gov, ep.key, "skipped", why, now)
+            return
+        provider = await gov.client.get_provider(ep.namespace or "")
+        ok, qmsg = quota_allows(provider, ep, st.best, replicas=max(1, ep.status.target_replica))
+        if not ok:
+            self._note(gov, ep.key, "skipped", qmsg, now)
+            st.last_change_at = now  # not retried before the interval: quota rarely frees itself
+            self._save(ep.key)
+            return
+        if gov.actuator.dry_run:
+            self._note(gov, ep.key, "dry_run", f"would update {cur} -> {st.best} ({qmsg})", now)
+            st.last_change_at = now
+            self._save(ep.key)
+            return
+        st.phase, st.from_instance, st.to_instance = "updating", cur, st.best
+        st.started_at, st.running_at = now, None
+        self._save(ep.key)  # before the call: a restart finds the step and re-checks it
+        await self._put(gov, ep, st.best)
+        self._note(gov, ep.key, "apply", f"update {cur} -> {st.best} ({qmsg})", now)
+
+    async def _put(self, gov: Governor, ep: Endpoint, instance: str) -> None:
+        _, itype, isize = instance.split("/")
+        got = await gov.client.update_instance(
+            ep.namespace or "", ep.name, instance_type=itype, instance_size=isize
+        )
+        mem = gov.memory.get(ep.key)
+        if mem is not None:  # Governor's own write: not a person's change
+            gov.memory[ep.key] = replace(mem, last_known_update=got.status.updated_at.timestamp())
+
+    async def _watch_update(
+        self, gov: Governor, ep: Endpoint, st: SizingState, p: RightSizingParams, now: float
+    ) -> None:
+        assert st.to_instance is not None
+        assert st.started_at is not None
+        cur = instance_of(ep)
+        if cur != st.to_instance and ep.state is not S.UPDATING:
+            # the PUT never landed (a failed call, a restart before it): issue it again
+            await self._put(gov, ep, st.to_instance)
+            self._note(gov, ep.key, "apply", f"update {cur} -> {st.to_instance} (again)", now)
+            return
+        if ep.state in (S.UPDATE_FAILED, S.FAILED):
+            await self._rollback(
+                gov, ep, st, f"the new instance failed to start ({ep.state.value})", now
+            )
+        elif ep.state is S.RUNNING and cur == st.to_instance:
+            st.phase, st.running_at = "probation", now
+            self._note(
+                gov, ep.key, "running", f"running on {cur}; probation {p.probation_s:g}s", now
+            )
+        elif now - st.started_at > p.update_timeout_s:
+            await self._rollback(
+                gov, ep, st, f"not running on {st.to_instance} within {p.update_timeout_s:g}s", now
+            )
+
+    async def _probation(
+        self, gov: Governor, ep: Endpoint, st: SizingState, p: RightSizingParams, now: float
+    ) -> None:
+        assert st.running_at is not None
+        if ep.state in (S.UPDATE_FAILED, S.FAILED):
+            await self._rollback(gov, ep, st, f"the new instance is {ep.state.value}", now)
+            return
+        if now - st.running_at < p.probation_s:
+            return
+        es = gov.endpoint_settings(ep)
+        mem = gov.memory.get(ep.key)
+        service = mem.policy_memory.get("slo_target", {}).get("service_s") if mem else None
+        rows = self.store.demand(ep.key, since=st.running_at) if self.store is not None else []
+        live = (
+            live_attainment(rows, service_s=float(service), queue_delay_s=es.slo.queue_delay_s)
+            if service
+            else None
+        )
+        if live is not None and live < es.slo.attainment:
+            await self._rollback(
+                gov,
+                ep,
+                st,
+                f"live attainment {100 * live:.2f}% over the probation is below the SLO's "
+                f"{100 * es.slo.attainment:g}%",
+                now,
+            )
+            return
+        said = (
+            "no served request to judge by"
+            if live is None
+            else f"live attainment {100 * live:.2f}%"
+        )
+        st.phase, st.last_change_at = "idle", now
+        st.action, st.best, st.saving_month_usd = "keep", None, 0.0
+        self._note(gov, ep.key, "confirmed", f"{st.to_instance} kept after probation ({said})", now)
+
+    async def _rollback(
+        self, gov: Governor, ep: Endpoint, st: SizingState, why: str, now: float
+    ) -> None:
+        assert st.from_instance is not None
+        st.phase, st.last_change_at = "rolling_back", now
+        st.action, st.best, st.saving_month_usd = "keep", None, 0.0
+        self._save(ep.key)
+        await self._put(gov, ep, st.from_instance)
+        self._note(gov, ep.key, "rollback", f"{why}; back to {st.from_instance}", now)
+
+    async def _watch_rollback(
+        self, gov: Governor, ep: Endpoint, st: SizingState, now: float
+    ) -> None:
+        assert st.from_instance is not None
+        cur = instance_of(ep)
+        if cur != st.from_instance and ep.state is not S.UPDATING:
+            await self._put(gov, ep, st.from_instance)
+            self._note(gov, ep.key, "rollback", f"back to {st.from_instance} (again)", now)
+        elif cur == st.from_instance and ep.state is S.RUNNING:
+            st.phase = "idle"
+            st.last_change_at = now
+            self._note(gov, ep.key, "rolled_back", f"running on {cur} again", now)
