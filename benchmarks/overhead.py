@@ -56,7 +56,10 @@ from typing import Any
 import harness
 
 ROOT = harness.ROOT
-sys.path.insert(0, str(ROOT))
+if "--code-root" in sys.argv:  # a worker measuring another checkout (the side-by-side baseline)
+    sys.path.insert(0, sys.argv[sys.argv.index("--code-root") + 1])
+else:
+    sys.path.insert(0, str(ROOT))
 
 PHASES = ("list", "scrape", "parse", "decide", "persist")
 
@@ -202,7 +205,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
         "api": {"base_url": args.url, "max_connections": args.max_connections},
         "namespaces": ["bench"],
         "manage": {"tags": ["bench"]},
-        "loop": {"tick_interval_s": 15, "dry_run": True},
+        "loop": {"tick_interval_s": 15, "dry_run": True, "tick_budget_s": args.budget_s},
         "scrape": {"concurrency": args.concurrency[0]},
         "server": {"enabled": False},
         "state": {"path": str(tmp / "state.sqlite")},
@@ -419,7 +422,14 @@ def _diagnostics(run: dict[str, Any]) -> list[str]:
     return out
 
 
-def _run_worker(url: str, core: int | None, args: argparse.Namespace, **knobs: Any) -> dict:
+def _run_worker(
+    url: str,
+    core: int | None,
+    args: argparse.Namespace,
+    code_root: str | None = None,
+    nice: int = 0,
+    **knobs: Any,
+) -> dict:
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -445,7 +455,13 @@ def _run_worker(url: str, core: int | None, args: argparse.Namespace, **knobs: A
         cmd += ["--tracemalloc", str(args.tracemalloc)]
     if args.gc_stats:
         cmd.append("--gc-stats")
+    if args.budget_s is not None:
+        cmd += ["--budget-s", str(args.budget_s)]
+    if code_root is not None:
+        cmd += ["--code-root", code_root]
     cmd += ["--gc", args.gc]
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f"worker failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -493,7 +509,8 @@ def _line(r: dict[str, Any]) -> str:
         f"scrape {r['scrape_wall_s']:6.2f}"
         f" (parse {r['parse_cpu_s']:5.2f})  decide {r['decide_wall_s']:5.2f}  "
         f"persist {r['persist_wall_s']:5.2f}  {r['endpoints_per_s']:7.0f} ep/s  "
-        f"{r['cpu_us_per_endpoint']:6.0f} us/ep  peak RSS {r['peak_rss_mb']:5.0f} MB"
+        f"{r['cpu_us_per_endpoint']:6.0f} us/ep  peak RSS {r['peak_rss_mb']:5.0f} MB  "
+        f"feed errors {r['feed_errors']}"
     )
 
 
@@ -573,6 +590,12 @@ def main() -> None:
         help="run every --concurrency value only up to this N; larger N use the first",
     )
     p.add_argument("--live", action="store_true", help="emulator time keeps moving")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        help="loop.tick_budget_s (default: the 15 s tick). A tick that runs out of it skips "
+        "feeds (counted as feed errors), so a slow build does less work: raise it to compare",
+    )
     p.add_argument("--profile", help="cProfile the measured ticks of each worker to this file")
     p.add_argument(
         "--tracemalloc",
@@ -596,6 +619,7 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--code-root", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.render:
         print(markdown(json.loads(Path(args.render).read_text())), end="")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -150,6 +151,12 @@ class Governor:
         )
         self.last: dict[str, Decision] = {}
         self._policy_cache: dict[str, list[Policy]] = {}
+        # The policies of each (shared, cached) EndpointSettings object, by identity; the object
+        # is kept in the value so its id cannot be reused while the entry lives.
+        self._policies_of: dict[int, tuple[EndpointSettings, list[Policy]]] = {}
+        # key -> (config's settings, the override merged, the result): the autopilot's override
+        # merged once, not per call; valid while both inputs are the same.
+        self._overridden: dict[str, tuple[EndpointSettings, dict[str, Any], EndpointSettings]] = {}
         # Who Governor acts as, learnt from its own writes' `updatedBy` and kept in the state
         # file, so a restart (or a kill -9 right after a write) does not take its writes for a
         # person's.
@@ -196,11 +203,15 @@ class Governor:
             self.cost.ledger.gap_s = settings.ledger.gap_ticks * settings.loop.tick_interval_s
 
     def _policies(self, es: EndpointSettings) -> list[Policy]:
+        hit = self._policies_of.get(id(es))
+        if hit is not None and hit[0] is es:
+            return hit[1]
         sig = repr(sorted(es.policies.items()))
         pols = self._policy_cache.get(sig)
         if pols is None:
             pols = [build_policy(n, p, where=f"policies.{n}") for n, p in es.policies.items()]
             self._policy_cache[sig] = pols
+        self._policies_of[id(es)] = (es, pols)
         return pols
 
     async def _discover(self, report: TickReport, deadline: float) -> list[Endpoint]:
@@ -406,6 +417,9 @@ class Governor:
             except ValueError as exc:  # check-config rules this out; never let it stop a tick
                 log.error("endpoint_settings_invalid", endpoint=ep.key, error=str(exc))
         managed = [ep for ep in managed if ep.key in ess]
+        in_use = {id(es) for es in ess.values()}
+        for gone in [i for i in self._policies_of if i not in in_use]:
+            del self._policies_of[gone]  # a replaced config's or override's settings
         book = self.cost.ledger.prices if self.cost is not None else self._book
         contexts = build_contexts(
             managed,
@@ -478,6 +492,8 @@ class Governor:
             )
             entries.append(TickEntry(ep, decision, outcome))
         self.metrics.endpoints = gauges
+        for gone in set(self._overridden) - set(self.overrides):
+            del self._overridden[gone]
         for gone in set(self.memory) - {ep.key for ep in managed}:
             # Keep memory of endpoints that vanished for one listing glitch; drop after a day.
             if now - self.memory[gone].first_seen > 86400 and gone not in gauges:
@@ -562,7 +578,14 @@ class Governor:
         """The config's settings for `ep`, with the autopilot's override for it merged over."""
         es = self.settings.endpoint_settings(ep.namespace or "", ep.name, ep.tags)
         over = self.overrides.get(ep.key)
-        return es if not over else apply_override(es, over)
+        if not over:
+            return es
+        hit = self._overridden.get(ep.key)
+        if hit is not None and hit[0] is es and hit[1] == over:
+            return hit[2]
+        merged = apply_override(es, over)
+        self._overridden[ep.key] = (es, copy.deepcopy(over), merged)
+        return merged
 
     def _take_token(self, now: float) -> bool:
         """Global token bucket: `max_actions_per_min` actions, refilled continuously."""
