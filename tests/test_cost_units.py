@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.cost.budget import BudgetLevel, budget_status
-from controller.cost.forecast import Profile, hour_of_week, month_bounds, project_spend
+from controller.cost.forecast import (
+    Profile,
+    SlotArray,
+    hour_of_week,
+    month_bounds,
+    project_spend,
+)
 from controller.cost.ledger import CostTracker, Ledger
 from controller.cost.pricing import PriceBook
 from controller.cost.quota import quota_lines, quota_usage
@@ -118,14 +124,21 @@ def _walk_projection(start, end, *, usd_per_hour, profile, current_replicas, flo
     current=st.floats(0, 20),
     floor=st.floats(0, 5),
     price=st.floats(0.01, 50),
+    arrays=st.booleans(),
 )
 def test_projection_by_slot_equals_the_hourly_walk(
-    start, span, tz, slots, seconds, current, floor, price
+    start, span, tz, slots, seconds, current, floor, price, arrays
 ):
     """Grouping the period's hours by hour-of-week slot (computed once per tick for every
-    endpoint) projects the same spend as walking the period hour by hour."""
+    endpoint) projects the same spend as walking the period hour by hour; so does visiting only
+    the observed slots (dict keys, or the ledger mirror's arrays with their `slots` set)."""
     zone = ZoneInfo(tz)
     profile = Profile({k: v * seconds for k, v in slots.items()}, {k: seconds for k in slots})
+    if arrays:
+        rep, sec = SlotArray.zeros(), SlotArray.zeros()
+        for k, v in slots.items():
+            rep[k], sec[k] = v * seconds, seconds
+        profile = Profile(rep, sec, set(slots))
     kw = dict(usd_per_hour=price, profile=profile, current_replicas=current, floor=floor, tz=zone)
     fast = project_spend(start, start + span, **kw)
     assert fast == pytest.approx(_walk_projection(start, start + span, **kw), rel=1e-9, abs=1e-9)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -34,6 +34,7 @@ __all__ = [
     "forecast_period",
     "hour_of_week",
     "month_bounds",
+    "period_hours",
     "period_slots",
     "project_spend",
 ]
@@ -100,10 +101,15 @@ class SlotArray(array):
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """Observed billed replicas per hour-of-week slot: replica-seconds and seconds observed."""
+    """Observed billed replicas per hour-of-week slot: replica-seconds and seconds observed.
+
+    `slots`, when given, holds every slot with seconds observed (others are 0): the projection
+    then visits those instead of every slot of the period. Mappings are their own keys.
+    """
 
     replica_s: Mapping[int, float] | SlotArray
     seconds: Mapping[int, float] | SlotArray
+    slots: Collection[int] | None = None
 
     def mean(self, slot: int, *, min_slot_s: float) -> float | None:
         secs = self.seconds.get(slot, 0.0)
@@ -134,6 +140,13 @@ def period_slots(start: float, end: float, tz: ZoneInfo) -> tuple[tuple[int, flo
     return tuple(hours.items())
 
 
+@lru_cache(maxsize=8)
+def period_hours(start: float, end: float, tz: ZoneInfo) -> tuple[dict[int, float], float]:
+    """`period_slots` as a mapping slot -> hours, and the period's hours in all."""
+    pairs = period_slots(start, end, tz)
+    return dict(pairs), math.fsum(h for _, h in pairs)
+
+
 def project_spend(
     start: float,
     end: float,
@@ -153,8 +166,25 @@ def project_spend(
     # `Profile.mean` inlined: this runs twice per endpoint per tick, over up to 168 slots.
     base = max(current_replicas, floor)
     seconds, replica_s = profile.seconds, profile.replica_s
+    pairs = period_slots(start, end, tz)
+    seen = profile.slots
+    if seen is None and isinstance(seconds, Mapping):
+        seen = seconds.keys()
+    if seen is not None and len(seen) < len(pairs):
+        # Few slots observed (a young ledger, a new endpoint): every hour at the base rate, then
+        # the observed slots of the period corrected to their means.
+        by_slot, span_h = period_hours(start, end, tz)
+        total = base * span_h
+        for slot in seen:
+            hours = by_slot.get(slot)
+            if hours is None:
+                continue
+            secs = seconds.get(slot, 0.0)
+            if secs >= min_slot_s:
+                total += (max(replica_s.get(slot, 0.0) / secs, floor) - base) * hours
+        return total * usd_per_hour
     total = 0.0
-    for slot, hours in period_slots(start, end, tz):
+    for slot, hours in pairs:
         secs = seconds.get(slot, 0.0)
         if secs < min_slot_s:
             total += base * hours

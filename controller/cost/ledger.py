@@ -195,7 +195,7 @@ class Ledger:
         self.readonly = readonly
         self._eps: dict[str, _EpState] = {}
         # The forecast profiles, mirrored in memory once read (see `profiles`).
-        self._profiles: dict[str, tuple[SlotArray, SlotArray]] | None = None
+        self._profiles: dict[str, tuple[SlotArray, SlotArray, set[int]]] | None = None
         try:
             if readonly:
                 if self.path.exists():
@@ -489,7 +489,8 @@ class Ledger:
         A writing ledger reads the table once and then keeps it in memory, updated by `observe`
         after each commit: reading a week-old table every tick (168 rows per endpoint) cost 2.9 s
         of CPU and 190 MB of transient dicts at 10,000 endpoints. The mirror is two arrays of 168
-        doubles per endpoint (~2.8 KB). A read-only ledger (`governor cost`) reads it each call.
+        doubles per endpoint (~2.8 KB) and the set of slots observed, so the forecast of a young
+        ledger looks at those slots only. A read-only ledger (`governor cost`) reads it each call.
         """
         if self._profiles is not None:
             table = self._profiles
@@ -501,11 +502,11 @@ class Ledger:
                 self._add_profile(table, k, slot, r, sec)
             if not self.readonly:
                 self._profiles = table
-        return {k: Profile(r, sec) for k, (r, sec) in table.items()}
+        return {k: Profile(r, sec, slots) for k, (r, sec, slots) in table.items()}
 
     @staticmethod
     def _add_profile(
-        table: dict[str, tuple[SlotArray, SlotArray]],
+        table: dict[str, tuple[SlotArray, SlotArray, set[int]]],
         key: str,
         slot: int,
         replica_s: float,
@@ -515,9 +516,10 @@ class Ledger:
             return  # not an hour-of-week slot: nothing `project_spend` would ever ask for
         pair = table.get(key)
         if pair is None:
-            pair = table[key] = (SlotArray.zeros(), SlotArray.zeros())
+            pair = table[key] = (SlotArray.zeros(), SlotArray.zeros(), set())
         pair[0][slot] += replica_s
         pair[1][slot] += seconds
+        pair[2].add(slot)  # the slots the forecast has to look at (`Profile.slots`)
 
 
 # -- the report (metrics and `governor cost`) ---------------------------------------------------
