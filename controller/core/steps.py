@@ -208,7 +208,9 @@ def propose(
 ) -> tuple[tuple[Proposal, ...], EndpointMemory]:
     """Every policy proposes on one shared view; each gets back only its own memory."""
     status = endpoint.status
-    view = EndpointView(
+    # The view's fields once per endpoint; each policy gets them with its own memory (built
+    # directly: `dataclasses.replace` re-reads the fields and cost ~9 us per policy per tick).
+    shared: dict[str, Any] = dict(
         key=endpoint.key,
         endpoint=endpoint,
         window=window,
@@ -230,7 +232,8 @@ def propose(
     proposals: list[Proposal] = []
     policy_memory = dict(mem.policy_memory)
     for pol in policies:
-        prop = pol.propose(replace(view, memory=mem.policy_memory.get(pol.name, {})), now)
+        view = EndpointView(**shared, memory=mem.policy_memory.get(pol.name, {}))
+        prop = pol.propose(view, now)
         proposals.append(prop)
         if prop.memory is not None:
             policy_memory[pol.name] = dict(prop.memory)
