@@ -25,12 +25,14 @@ previous tick's report is dropped before the next tick starts, as in the daemon 
 
 Memory diagnostics (off by default; tracemalloc slows a tick several times, so never quote CPU
 figures from a `--tracemalloc` run): `--gc-stats` times every garbage collection per generation
-(`gc.callbacks`) and counts GC-tracked objects; `--gc disable|freeze|tuned` is the A/B switch,
-applied after the warm-up tick (no GC, `gc.freeze()` of the warmed-up heap, or freeze plus a
-young-generation threshold of 50,000 instead of 700); `--tracemalloc FRAMES` snapshots Python
-allocations at the tick's peak (just after the scrape of the last measured tick, with the
-listing, the samples and the windows all alive) and after it, and prints the top sites to
-stderr. RSS is also read after each phase of every tick (`rss_<phase>_mb`).
+(`gc.callbacks`) and counts GC-tracked objects; `--gc daemon|default|disable|freeze|tuned` is
+the A/B switch, applied after the warm-up tick (default `daemon`: what `Governor.run` does after
+its first tick, `loop.tune_gc`; `default`: CPython's collector untouched; no GC; `gc.freeze()` of
+the warmed-up heap; or freeze plus a young-generation threshold of 50,000 instead of 700);
+`--tracemalloc FRAMES` snapshots Python allocations at the tick's peak (just after the scrape of
+the last measured tick, with the listing, the samples and the windows all alive) and after it,
+and prints the top sites to stderr. RSS is also read after each phase of every tick
+(`rss_<phase>_mb`).
 """
 
 from __future__ import annotations
@@ -310,7 +312,13 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
             if i == 0:
                 if args.fill_windows:
                     _fill_windows(gov, WindowStore, settings.loop.tick_interval_s)
-                if args.gc == "disable":
+                if args.gc == "daemon":
+                    import controller.daemon.loop as loop_mod
+
+                    tune = getattr(loop_mod, "tune_gc", None)  # absent in older builds
+                    if tune is not None:
+                        tune(settings.loop, freeze=True)
+                elif args.gc == "disable":
                     gc.disable()
                 elif args.gc == "freeze":
                     gc.collect()
@@ -609,10 +617,11 @@ def main() -> None:
     )
     p.add_argument(
         "--gc",
-        choices=("default", "disable", "freeze", "tuned"),
-        default="default",
-        help="after the warm-up tick: leave GC alone, gc.disable(), gc.freeze() the heap, or "
-        "freeze and collect the young generation every 50,000 allocations instead of 700",
+        choices=("daemon", "default", "disable", "freeze", "tuned"),
+        default="daemon",
+        help="after the warm-up tick: what the daemon's run loop does (loop.tune_gc, when the "
+        "measured build has it; else nothing), leave GC alone, gc.disable(), gc.freeze() the "
+        "heap, or freeze and collect the young generation every 50,000 allocations instead of 700",
     )
     p.add_argument("--out", help="write OUT.json (and print the table)")
     p.add_argument("--render", metavar="JSON", help="print the Markdown tables of a result file")

@@ -175,6 +175,21 @@ class LoopSettings(_Strict):
         description="Reload the config file when it changes on disk, as SIGHUP does. Default: "
         "only for a file in a Kubernetes ConfigMap volume (its directory has a `..data` link).",
     )
+    gc_freeze: bool = Field(
+        True,
+        description="After the first tick, move every object alive then (imports, config, "
+        "caches, windows) out of the garbage collector's scans (gc.freeze). Taken at start-up "
+        "only; a reload cannot undo it.",
+    )
+    gc_young_threshold: int = Field(
+        50_000,
+        ge=100,
+        le=10_000_000,
+        description="Container allocations between young-generation garbage collections "
+        "(CPython's default is 700). A tick allocates hundreds of thousands that live to its end; "
+        "at 700 each is scanned and promoted several times (2-3 s of CPU per tick at 10,000 "
+        "endpoints, benchmarks/results/overhead-16.md).",
+    )
 
     @property
     def budget_s(self) -> float:

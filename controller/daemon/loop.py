@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +37,7 @@ from controller.platform.presets import AUTO
 from controller.platform.scrape import FeedChoice, Scraper
 from controller.platform.signals import FeedSample
 from controller.platform.windows import WindowStore
-from controller.settings import Settings
+from controller.settings import LoopSettings, Settings
 from policies.base import Policy
 from policies.registry import build_policy
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from controller.daemon.autopilot import AutopilotRunner
     from controller.daemon.rightsize import RightsizeRunner
 
-__all__ = ["Governor", "TickEntry", "TickObserver", "TickReport"]
+__all__ = ["Governor", "TickEntry", "TickObserver", "TickReport", "tune_gc"]
 
 _SCRAPED = frozenset({EndpointState.RUNNING, EndpointState.INITIALIZING, EndpointState.UPDATING})
 
@@ -665,6 +666,7 @@ class Governor:
         self.health.last_attempt_at = None
         keepalive = notifier.watchdog_s / 3 if notifier and notifier.watchdog_s else None
         ready_sent = False
+        first = True
         while not stop.is_set():
             if reload is not None:
                 try:
@@ -675,6 +677,8 @@ class Governor:
             t0 = self.clock.now()
             with contextlib.suppress(Exception):
                 await self.tick()
+            tune_gc(self.settings.loop, freeze=first)
+            first = False
             if notifier is not None:
                 status = f"ticks ok: {self.health.ticks}"
                 if not ready_sent:
@@ -701,6 +705,18 @@ class Governor:
         self.health.stopping = True
         if notifier is not None:
             notifier.stopping()
+
+
+def tune_gc(loop: LoopSettings, *, freeze: bool) -> None:
+    """The collector for a long-running loop: `gc_young_threshold` between young collections
+    and, once (`freeze`, after the first tick), the start-up heap frozen out of the scans. A tick
+    allocates ~500,000 container objects at 10,000 endpoints that live until it ends; at
+    CPython's 700 they were scanned in 4-8 full collections per tick."""
+    _, g1, g2 = gc.get_threshold()
+    gc.set_threshold(loop.gc_young_threshold, g1, g2)
+    if freeze and loop.gc_freeze and gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 def _asked(decision: Decision, now: float) -> dict[str, Any]:
