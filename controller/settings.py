@@ -282,15 +282,39 @@ class ServerSettings(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class ForecastSettings(_Strict):
+    """Which earlier periods the pre-warm forecast compares (policies/prewarm.py): the same
+    phase 1..hours hours, 1..days days and 1..weeks weeks ago, read from the recorded demand."""
+
+    hours: int = Field(3, ge=0, le=48, description="Hourly lags (a job on every hour).")
+    days: int = Field(3, ge=0, le=31, description="Daily lags (the morning after a night).")
+    weeks: int = Field(2, ge=0, le=8, description="Weekly lags (Monday after a weekend).")
+    horizon_s: float = Field(
+        1200.0,
+        ge=60,
+        le=7200,
+        description="Span after each lagged instant handed to policies (at least the longest "
+        "cold start plus its margin).",
+    )
+
+    def lags(self) -> tuple[float, ...]:
+        hour, day, week = 3600.0, 86400.0, 604800.0
+        out = {k * hour for k in range(1, self.hours + 1)}
+        out |= {k * day for k in range(1, self.days + 1)}
+        out |= {k * week for k in range(1, self.weeks + 1)}
+        return tuple(sorted(out))
+
+
 class StateSettings(_Strict):
     path: Path = Field(Path("governor-state.sqlite"), description="SQLite file for durable state.")
     demand_retention_days: float = Field(
         14.0,
         ge=0,
         le=366,
-        description="Days of per-minute demand kept for the autopilot, tune and export-trace "
-        "(0: not recorded).",
+        description="Days of per-minute demand kept for the autopilot, tune, export-trace and "
+        "the pre-warm forecast (0: not recorded, no forecast).",
     )
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
 
 
 class ElectionSettings(_Strict):

@@ -27,6 +27,7 @@ from controller.platform.models import Endpoint, EndpointState
 from controller.platform.windows import EndpointWindow
 
 __all__ = [
+    "DemandHistory",
     "EndpointView",
     "FleetMember",
     "Policy",
@@ -111,6 +112,24 @@ class SpendView:
 
 
 @dataclass(frozen=True, slots=True)
+class DemandHistory:
+    """The endpoint's own recorded demand at the same phase of earlier periods (the forecast's
+    input): for each lag (an hour, two, a day, a week ago...), the in-flight load of each minute
+    from `now - lag` on, over the next `len(loads)` minutes.
+
+    `lags` pairs a lag in seconds with its per-minute loads (mean requests in flight, queued or
+    served; None for a minute with no record). The loop builds it from the state store's
+    per-minute demand (`daemon.store`), the backtest from the demand recorded during the replay
+    itself, so a forecast never sees the future. `recorded_s` is how far back the record goes
+    from `now`: a lag beyond it is unknown, not quiet.
+    """
+
+    at: float
+    lags: tuple[tuple[float, tuple[float | None, ...]], ...] = ()
+    recorded_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointView:
     """What a policy may know about one endpoint at one tick.
 
@@ -131,6 +150,8 @@ class EndpointView:
     - `capacity_per_replica`: requests one replica serves at once when configured or told by the
       API (the engine's env); None: a policy learns it (`policies.capacity`).
     - `cold_start_s`: the configured cold start; None: learnt from observed starts.
+    - `history`: the recorded demand at earlier periods' same phase (`DemandHistory`); None
+      when nothing is recorded (no state store, or demand recording off).
     """
 
     key: str
@@ -151,6 +172,7 @@ class EndpointView:
     slo_attainment: float = 0.99
     capacity_per_replica: float | None = None
     cold_start_s: float | None = None
+    history: DemandHistory | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.base import EndpointView, Proposal, ProposalKind
 from policies.capacity import capacity_of, learn, learn_cold_start, replicas_for_slo
+from policies.prewarm import forecast_rise
 
 __all__ = ["SloTargetParams", "SloTargetPolicy", "idle_timeout"]
 
@@ -85,6 +86,27 @@ class SloTargetParams(BaseModel):
     )
     trend_s: float = Field(
         300.0, gt=0, le=3600, description="Span of recent window means the trend is fitted on."
+    )
+    prewarm: bool = Field(
+        True,
+        description="Size for the rise the endpoint's recorded history shows one cold start "
+        "ahead at this phase of earlier hours, days and weeks (policies/prewarm.py), once it "
+        "recurred prewarm_confirm times.",
+    )
+    prewarm_confirm: int = Field(
+        2, ge=1, le=20, description="Lags that must have risen as much before it is pre-warmed."
+    )
+    prewarm_margin_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="Looked ahead beyond the cold start (the platform's scheduling, a tick).",
+    )
+    prewarm_max_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Most replicas a forecast alone asks for (None: the ceiling).",
     )
     gap_history: int = Field(
         64, ge=1, le=10_000, description="Idle gaps remembered for the scale-to-zero break-even."
@@ -242,6 +264,9 @@ class SloTargetPolicy:
             f"({cap_src}){svc}: P(wait > {view.slo_queue_delay_s:g}s) <= {budget:.3g} needs "
             f"{stable}"
         )
+        warm, warm_why = self._prewarm(view, mem, now, load, size)
+        if warm > stable:
+            why += f"; {warm_why}"
         quick = w.in_flight(span_s=p.panic_window_s, now=now) if w is not None else None
         short = quick.value if quick is not None else None
         burst = size(short) if short is not None else 0
@@ -253,7 +278,7 @@ class SloTargetPolicy:
             mem["panic_last"] = panic_last = None
             mem["panic_max"] = 0
         if panic_last is not None:
-            desired = max(stable, burst, int(mem.get("panic_max", 0)), view.current)
+            desired = max(stable, warm, burst, int(mem.get("panic_max", 0)), view.current)
             return Proposal(
                 policy=self.name,
                 kind=ProposalKind.DEMAND,
@@ -261,6 +286,15 @@ class SloTargetPolicy:
                 message=f"panic: {short:.2f} in flight over {p.panic_window_s:g}s wants {burst}; "
                 f"no scale-down while panicking ({why}) -> {desired}",
                 replicas=desired,
+                memory=mem,
+            )
+        if warm > stable:
+            return Proposal(
+                policy=self.name,
+                kind=ProposalKind.DEMAND,
+                reason="prewarm",
+                message=f"{why} -> {warm}",
+                replicas=warm,
                 memory=mem,
             )
         if stable == 0 and view.floor == 0:
@@ -281,6 +315,33 @@ class SloTargetPolicy:
             message=why,
             replicas=max(stable, 1),
             memory=mem,
+        )
+
+    def _prewarm(
+        self,
+        view: EndpointView,
+        mem: dict[str, Any],
+        now: float,
+        load: float,
+        size: Any,
+    ) -> tuple[int, str]:
+        """Replicas for today's load plus the rise that recurred at this phase one cold start
+        ahead (0 when nothing recurred or pre-warm is off), and why."""
+        p = self.params
+        if not p.prewarm or view.history is None:
+            return 0, ""
+        lead = self._cold_start(view, mem) + p.prewarm_margin_s
+        fc = forecast_rise(view.history, now=now, lead_s=lead, confirm=p.prewarm_confirm)
+        if fc is None:
+            return 0, ""
+        want = int(size(load + fc.rise))
+        cap = p.prewarm_max_replicas
+        capped = cap is not None and want > cap
+        want = min(want, cap) if cap is not None else want
+        note = f" (capped at prewarm_max_replicas {cap})" if capped else ""
+        return want, (
+            f"pre-warm: {fc.describe()} within {lead:.0f}s (cold start + margin): "
+            f"{load + fc.rise:.2f} needs {want}{note}"
         )
 
     def _ahead(self, mem: dict[str, Any], now: float, load: float, lead_s: float) -> float:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -1076,6 +1077,7 @@ async def _governor_once(
     prog: _Progress,
 ) -> tuple[Platform, _Timeline, int]:
     from controller.daemon.loop import Governor, TickReport
+    from controller.daemon.store import StateStore
     from controller.platform.client import make_client
     from controller.settings import load_settings
 
@@ -1110,19 +1112,26 @@ async def _governor_once(
     transport = httpx.ASGITransport(app=app)
     tl = _Timeline()
     step = settings.loop.tick_interval_s
-    async with make_client(
-        settings, transport=transport, sleep=no_sleep, monotonic=clock.now
-    ) as client:
-        gov = Governor(settings, clock=clock, client=client, on_tick=on_tick)
-        tl.sample(p)
-        t = 0.0
-        while t < prep.end:
-            t = min(prep.end, t + step)
-            clock.set(T0 + t)
-            p.advance_to(T0 + t)
-            await gov.tick()
-            tl.sample(p)
-            prog.update(t)
+    # The daemon's own state store, in a scratch file: the demand it records during this replay
+    # is the history its pre-warm forecasts from (nothing of the trace's future is handed in).
+    with tempfile.TemporaryDirectory(prefix="governor-sim-") as scratch:
+        store = StateStore(Path(scratch) / "state.sqlite", durable=False)
+        try:
+            async with make_client(
+                settings, transport=transport, sleep=no_sleep, monotonic=clock.now
+            ) as client:
+                gov = Governor(settings, clock=clock, client=client, on_tick=on_tick, store=store)
+                tl.sample(p)
+                t = 0.0
+                while t < prep.end:
+                    t = min(prep.end, t + step)
+                    clock.set(T0 + t)
+                    p.advance_to(T0 + t)
+                    await gov.tick()
+                    tl.sample(p)
+                    prog.update(t)
+        finally:
+            store.close()
     return p, tl, applied
 
 

@@ -38,7 +38,7 @@ from controller.core.steps import (
 )
 from controller.core.types import Action, Actuation, Decision, EndpointMemory
 from controller.platform.models import Endpoint
-from policies.base import FleetMember, Policy, QuotaView, SpendView
+from policies.base import DemandHistory, FleetMember, Policy, QuotaView, SpendView
 
 __all__ = ["STEPS", "decide"]
 
@@ -61,11 +61,13 @@ def decide(
     fleet: tuple[FleetMember, ...] = (),
     spend: SpendView | None = None,
     identity: str | None = None,
+    history: DemandHistory | None = None,
 ) -> tuple[Decision, EndpointMemory]:
     """Decide for one endpoint at `now`; returns the decision and the successor memory.
 
     `identity` is the API user Governor acts as (learnt from its own writes), so its own past
-    changes are never mistaken for a person's.
+    changes are never mistaken for a person's. `history` is the endpoint's recorded demand at
+    earlier periods' phase (the loop reads it from the store), for a pre-warm.
     """
     key, current = endpoint.key, endpoint.status.target_replica
     mem = observe(memory, endpoint, now)
@@ -74,7 +76,7 @@ def decide(
         return held, mem
     props, mem = propose(
         endpoint, policies, mem, now=now, settings=settings, window=window,
-        quota=quota, fleet=fleet, spend=spend,
+        quota=quota, fleet=fleet, spend=spend, history=history,
     )  # fmt: skip
     stop = hard_stop(endpoint, props, mem, now=now)
     if stop is not None:

@@ -29,6 +29,7 @@ from controller.core.types import (
 )
 from controller.platform.models import Endpoint, EndpointState
 from policies.base import (
+    DemandHistory,
     EndpointView,
     FleetMember,
     Policy,
@@ -205,6 +206,7 @@ def propose(
     quota: QuotaView | None,
     fleet: tuple[FleetMember, ...],
     spend: SpendView | None,
+    history: DemandHistory | None = None,
 ) -> tuple[tuple[Proposal, ...], EndpointMemory]:
     """Every policy proposes on one shared view; each gets back only its own memory."""
     status = endpoint.status
@@ -228,6 +230,7 @@ def propose(
         slo_attainment=settings.slo.attainment,
         capacity_per_replica=settings.capacity_per_replica or engine_capacity(endpoint),
         cold_start_s=settings.cold_start_s,
+        history=history,
     )
     proposals: list[Proposal] = []
     policy_memory = dict(mem.policy_memory)

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import copy
 import gc
+import math
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,7 +30,7 @@ from controller.daemon.actuator import ActionResult, Actuator, Outcome, describe
 from controller.daemon.context import EndpointContext, build_contexts
 from controller.daemon.exporter import EndpointGauges, Health, Metrics
 from controller.daemon.sdnotify import Notifier
-from controller.daemon.store import DemandRecorder, StateStore
+from controller.daemon.store import DemandRecorder, StateStore, demand_history
 from controller.daemon.trust import implausible
 from controller.errors import ApiError, AuthError, FeedError
 from controller.platform.client import EndpointsClient
@@ -38,7 +40,7 @@ from controller.platform.scrape import FeedChoice, Scraper
 from controller.platform.signals import FeedSample
 from controller.platform.windows import WindowStore
 from controller.settings import LoopSettings, Settings
-from policies.base import Policy
+from policies.base import DemandHistory, Policy
 from policies.registry import build_policy
 
 if TYPE_CHECKING:
@@ -138,6 +140,9 @@ class Governor:
         retention_days = settings.state.demand_retention_days
         self.demand = DemandRecorder() if store is not None and retention_days > 0 else None
         self._demand_pruned_at: float | None = None
+        # Each endpoint's recorded demand at earlier periods' phase (the pre-warm's input),
+        # rebuilt once a minute: key -> (minute it was built in, history).
+        self._history: dict[str, tuple[int, DemandHistory | None]] = {}
         # Per-endpoint settings overrides (`ns/name` -> a partial EndpointSettings dict), merged
         # over the config's: how the autopilot's adoptions reach the decisions.
         self.overrides: dict[str, dict[str, Any]] = {}
@@ -306,6 +311,8 @@ class Governor:
             await self._scrape(live, report, t0 + budget / 2)
             del live
             self.windows.forget_except({ep.key for ep in managed})
+            for gone in set(self._history) - {ep.key for ep in managed}:
+                del self._history[gone]
             # Decision time is read once, after collection, so this tick's samples count.
             decided_at = self.clock.now()
             report.entries = await self._decide_and_act(
@@ -454,6 +461,7 @@ class Governor:
                 quota=ctx.quota,
                 fleet=ctx.fleet,
                 spend=ctx.spend,
+                history=self._history_of(key, es, now),
             )
             outcome: Outcome | None = None
             if decision.acts and time.monotonic() >= deadline:
@@ -561,6 +569,29 @@ class Governor:
     def _persist(self, key: str, mem: EndpointMemory, now: float) -> None:
         if self.store is not None and not self.actuator.dry_run:
             self.store.save_one(key, mem, now=now)
+
+    def _history_of(self, key: str, es: EndpointSettings, now: float) -> DemandHistory | None:
+        """The recorded demand at earlier periods' phase, for policies that forecast from it;
+        read from the store once a minute per endpoint (staggered by key, so 10,000 endpoints
+        do not all query in one tick). None without a store or recorded demand."""
+        if self.store is None or self.demand is None:
+            return None
+        if not any(
+            getattr(getattr(p, "params", None), "prewarm", False) for p in self._policies(es)
+        ):
+            return None
+        minute = math.floor((now + zlib.crc32(key.encode()) % 60) / 60)
+        cached = self._history.get(key)
+        if cached is not None and cached[0] == minute:
+            return cached[1]
+        fc = self.settings.state.forecast
+        try:
+            hist = demand_history(self.store, key, now=now, lags=fc.lags(), horizon_s=fc.horizon_s)
+        except sqlite3.Error as exc:
+            log.warning("demand_history_failed", endpoint=key, error=str(exc))
+            hist = None
+        self._history[key] = (minute, hist)
+        return hist
 
     def _record_demand(self, now: float) -> None:
         """This tick's demand minutes to the store; prune past the retention once an hour."""

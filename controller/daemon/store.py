@@ -28,8 +28,9 @@ from controller.core import EndpointMemory
 from controller.errors import ConfigError
 from controller.files import private_file
 from controller.platform.signals import FeedSample
+from policies.base import DemandHistory
 
-__all__ = ["DemandMinute", "DemandRecorder", "StateStore"]
+__all__ = ["DemandMinute", "DemandRecorder", "StateStore", "demand_history"]
 
 log = structlog.get_logger("governor.store")
 
@@ -63,14 +64,16 @@ SCHEMA_VERSION = "1"
 
 
 class StateStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
+        """`durable=False` skips the fsync of each commit: for a replay's scratch store (the
+        backtest), never for the daemon's."""
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             private_file(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -160,6 +163,26 @@ class StateStore:
         )
         return [DemandMinute(*row) for row in cur]
 
+    def demand_minutes(self, key: str, minutes: Iterable[int]) -> dict[int, DemandMinute]:
+        """The recorded minutes of one endpoint among `minutes` (minute numbers), by minute."""
+        wanted = sorted(set(minutes))
+        out: dict[int, DemandMinute] = {}
+        for i in range(0, len(wanted), 500):  # within SQLite's bound-parameter limit
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            cur = self._db.execute(
+                f"SELECT * FROM demand WHERE key = ? AND minute IN ({marks})", (key, *chunk)
+            )
+            for row in cur:
+                m = DemandMinute(*row)
+                out[m.minute] = m
+        return out
+
+    def first_minute(self, key: str) -> int | None:
+        """The oldest recorded minute of one endpoint (None: nothing recorded)."""
+        row = self._db.execute("SELECT MIN(minute) FROM demand WHERE key = ?", (key,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def load_autopilot(self) -> dict[str, str]:
         """The autopilot's per-endpoint state (JSON text; `controller.daemon.autopilot`)."""
         return dict(self._db.execute("SELECT key, data FROM autopilot"))
@@ -231,6 +254,15 @@ class DemandMinute:
     @property
     def mean_pending(self) -> float | None:
         return self.pending_sum / self.samples if self.samples else None
+
+    @property
+    def in_flight(self) -> float:
+        """Mean requests in flight over the minute: the pending gauge's mean, or by Little's law
+        (arrivals x mean latency) where that says more (a feed without a pending gauge)."""
+        pending = self.mean_pending or 0.0
+        lat = self.mean_latency_s
+        derived = self.requests * lat / 60.0 if lat is not None else 0.0
+        return max(pending, derived)
 
     @property
     def mean_ready(self) -> float | None:
@@ -307,3 +339,22 @@ def _series(sample: FeedSample) -> Mapping[tuple[str, str], float]:
     if sample.requests:
         return {("", cls): v for cls, v in sample.requests.items()}
     return {(r, "other"): v for r, v in sample.requests_by_replica.items()}
+
+
+def demand_history(
+    store: StateStore, key: str, *, now: float, lags: Iterable[float], horizon_s: float
+) -> DemandHistory | None:
+    """The per-minute in-flight load at `now - lag` and the `horizon_s` after it, for each lag,
+    from the recorded demand (`DemandHistory`, the pre-warm's input); None when nothing is
+    recorded for the endpoint."""
+    first = store.first_minute(key)
+    if first is None:
+        return None
+    n = math.ceil(horizon_s / 60.0) + 1
+    spans = [(lag, math.floor((now - lag) / 60.0)) for lag in lags]
+    got = store.demand_minutes(key, (m + i for _, m in spans for i in range(n)))
+    out = []
+    for lag, m in spans:
+        loads = tuple(got[m + i].in_flight if (m + i) in got else None for i in range(n))
+        out.append((float(lag), loads))
+    return DemandHistory(at=now, lags=tuple(out), recorded_s=max(0.0, now - first * 60.0))
