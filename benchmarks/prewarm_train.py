@@ -64,7 +64,8 @@ def main() -> int:
     meta = {
         "commit": head,
         "machine": cpu_model(),
-        "versions": versions(),
+        "versions": versions(["governor", "httpx", "pydantic", "starlette"]),
+        "python": sys.version.split()[0],
         "wall_s": round(time.perf_counter() - started, 1),
     }
     (RESULTS / "prewarm_train.json").write_text(
