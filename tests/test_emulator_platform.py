@@ -372,9 +372,11 @@ def test_chunking_does_not_change_the_world():
 def test_simulation_is_fast_enough():
     spec = default_scenario()
     p = build_platform(spec, start=T0, seed=0)
-    t0 = time.perf_counter()
+    # CPU time of this process, not wall time: the budget holds on a machine shared with other
+    # test workers (wall time failed in landing while five suites ran on two cores).
+    t0 = time.process_time()
     p.advance_to(T0 + 5400)
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     snap = p.snapshot()["endpoints"]
     assert snap["demo-org/chat-llm"]["served"] > 10_000
 
