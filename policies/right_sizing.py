@@ -205,6 +205,7 @@ class Evaluation:
     mean_replicas: float
     peak_replicas: int
     current: bool = False
+    service_s: float = 0.0  # per request, as replayed
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,7 +178,7 @@ async def test_apply_updates_watches_and_confirms_after_probation(world: World):
     assert st.phase == "probation"
     await world.run_ticks(gov, 11, step=60.0)  # probation 600 s
     assert st.phase == "idle"
-    assert any("confirmed" in h for h in st.history)
+    assert any("confirmed" in h for h in st.history), st.history
     assert instance(world) == best
     # idempotent: no second update was issued, and the state file says what happened
     assert len(sent) == 1
@@ -216,6 +216,55 @@ async def test_a_new_instance_that_fails_to_start_is_rolled_back(world: World):
     # not tried again before min_change_interval_s
     await world.run_ticks(gov, 3, step=60.0)
     assert len(sent) == 2
+    await gov.client.aclose()
+    store.close()
+
+
+async def test_a_new_instance_that_misses_the_slo_in_probation_is_rolled_back(world: World):
+    """The capacity model is told (wrongly) that an L4 decodes as fast as an A100: the replay
+    recommends it, the emulator's L4 is really 6.8x slower, the live latency over the probation
+    misses the SLO and the old instance comes back."""
+    same = {"nvidia-l4": 2039.0, "nvidia-a10g": 2039.0, "nvidia-a100": 2039.0}
+    gov, store, _ = await record_an_hour(
+        world, apply=True, maintenance=[{"start": "00:00", "end": "24:00"}], throughput=same
+    )
+    sent = spy_instance_updates(gov)
+    runner = await evaluated(world, gov, store)
+    await world.run_ticks(gov, 1, step=60.0)
+    st = runner.state[KEY]
+    assert st.to_instance == "aws/nvidia-l4/x1"
+    await world.run_ticks(gov, 3, step=60.0)
+    assert st.phase == "probation"
+    (ep,) = [e for e in await gov.client.list_endpoints(NS) if e.name == BIG]
+    # the configured batch (32, stated for the A100) is replaced by the replay's for the L4
+    assert gov.endpoint_settings(ep).capacity_per_replica == st.capacity["aws/nvidia-l4/x1"] < 32
+    await world.run_ticks(gov, 11, step=60.0)  # the probation ends: live attainment is checked
+    assert any("rollback" in h and "below the SLO" in h for h in st.history), st.history
+    await world.run_ticks(gov, 3, step=60.0)
+    assert st.phase == "idle"
+    assert instance(world) == CURRENT
+    assert sent[-1] == {"instance_type": "nvidia-a100", "instance_size": "x1"}
+    (ep,) = [e for e in await gov.client.list_endpoints(NS) if e.name == BIG]
+    assert gov.endpoint_settings(ep).capacity_per_replica == 32
+    await gov.client.aclose()
+    store.close()
+
+
+async def test_dry_run_says_what_it_would_do_and_changes_nothing(world: World):
+    gov, store, _ = await record_an_hour(
+        world, apply=True, maintenance=[{"start": "00:00", "end": "24:00"}]
+    )
+    gov.actuator.dry_run = True
+    sent = spy_instance_updates(gov)
+    runner = await evaluated(world, gov, store)
+    await world.run_ticks(gov, 3, step=60.0)
+    assert sent == []
+    assert instance(world) == CURRENT
+    st = runner.state[KEY]
+    assert st.phase == "idle"
+    assert any("dry_run: would update" in h for h in st.history)
+    scraped = await world.scrape_metrics(gov)
+    assert metric(scraped, "governor_rightsize_actions_total", action="dry_run") == 1.0
     await gov.client.aclose()
     store.close()
 

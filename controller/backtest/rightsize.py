@@ -99,6 +99,7 @@ async def replay_candidate(
         mean_replicas=r.replica_hours / hours,
         peak_replicas=int(max(ready)),
         current=current,
+        service_s=cap.service_s,
     )
 
 

@@ -22,7 +22,8 @@ step logged and counted (`governor_rightsize_actions_total{action}`):
 The phase is persisted in the state file after every step, so a restart resumes it rather than
 issuing the update twice; a step whose PUT failed is retried on a later tick. The endpoint's
 `capacity_per_replica`, when configured, is put in force scaled to the new instance (the
-capacity the replay assumed) as a settings override while it runs on it.
+capacity the replay assumed) as a settings override while it runs on it. Probation judges the
+new instance against the service time measured on the old one, scaled as the replay scaled it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class SizingState:
     made_for: str | None = None  # the instance the recommendation was made for
     saving_month_usd: float = 0.0
     capacity: dict[str, int] = field(default_factory=dict)  # instance -> replayed capacity
+    service: dict[str, float] = field(default_factory=dict)  # instance -> replayed service time
+    base_instance: str | None = None  # the instance of the first evaluation
+    expected_service_s: float | None = None  # a request's mean time on the new instance
     phase: str = "idle"  # idle | updating | probation | rolling_back
     from_instance: str | None = None
     to_instance: str | None = None
@@ -153,14 +157,25 @@ class RightsizeRunner:
         gov.metrics.rightsize_actions.labels(action).inc()
         log.info("rightsize", endpoint=key, action=action, why=message)
 
-    def overrides(self) -> dict[str, dict[str, Any]]:
-        """Capacity per replica in force on the new instance, for endpoints that configure it."""
-        out: dict[str, dict[str, Any]] = {}
-        for key, st in self.state.items():
-            inst = st.to_instance if st.phase in ("updating", "probation") else None
-            if inst is not None and inst in st.capacity:
-                out[key] = {"capacity_per_replica": st.capacity[inst]}
-        return out
+    def _capacity_override(self, gov: Governor, ep: Endpoint) -> None:
+        """A configured `capacity_per_replica` was stated for the instance the endpoint ran on
+        when first evaluated; on another instance the replay's capacity for it is put in force
+        (a settings override), and taken out again when the endpoint is back."""
+        st = self.state.get(ep.key)
+        raw = gov.settings.endpoint_settings(ep.namespace or "", ep.name, ep.tags)
+        inst = instance_of(ep)
+        want = None
+        if st is not None and raw.capacity_per_replica is not None and inst != st.base_instance:
+            want = st.capacity.get(inst)
+        over = dict(gov.overrides.get(ep.key) or {})
+        if want is None:
+            over.pop("capacity_per_replica", None)
+        else:
+            over["capacity_per_replica"] = want
+        if over:
+            gov.overrides[ep.key] = over
+        else:
+            gov.overrides.pop(ep.key, None)
 
     # -- the tick -----------------------------------------------------------------------------
 
@@ -177,10 +192,8 @@ class RightsizeRunner:
                 self._note(gov, ep.key, "error", f"{type(exc).__name__}: {exc}", now)
         if self._task is None:
             self._start_next(gov, managed, now)
-        over = self.overrides()
-        for key, _st in self.state.items():
-            if key in over:
-                gov.overrides[key] = {**gov.overrides.get(key, {}), **over[key]}
+        for ep in managed:
+            self._capacity_override(gov, ep)
         self._export(gov)
 
     def _export(self, gov: Governor) -> None:
@@ -206,6 +219,9 @@ class RightsizeRunner:
         st.last, st.action, st.best = rec.explain(), rec.action, rec.best
         st.made_for, st.saving_month_usd = rec.current, rec.saving_month_usd
         st.capacity = {e.instance: e.concurrency for e in rec.evaluations}
+        st.service = {e.instance: e.service_s for e in rec.evaluations if e.service_s > 0}
+        if st.base_instance is None:
+            st.base_instance = rec.current
         self._note(gov, key, "recommend" if rec.action == "change" else "keep", rec.explain(), now)
 
     def _start_next(self, gov: Governor, managed: Sequence[Endpoint], now: float) -> None:
@@ -299,10 +315,31 @@ class RightsizeRunner:
             self._save(ep.key)
             return
         st.phase, st.from_instance, st.to_instance = "updating", cur, st.best
+        st.expected_service_s = self._expected_service(gov, ep.key, st, cur, st.best, now)
         st.started_at, st.running_at = now, None
         self._save(ep.key)  # before the call: a restart finds the step and re-checks it
         await self._put(gov, ep, st.best)
         self._note(gov, ep.key, "apply", f"update {cur} -> {st.best} ({qmsg})", now)
+
+    def _expected_service(
+        self, gov: Governor, key: str, st: SizingState, cur: str, new: str, now: float
+    ) -> float | None:
+        """The service time measured on the current instance (slo_target's learnt mean, else the
+        median of the last hour's per-minute mean latency), scaled as the replay scaled it for
+        the new one; the replay's own figure without a measurement."""
+        mem = gov.memory.get(key)
+        measured = mem.policy_memory.get("slo_target", {}).get("service_s") if mem else None
+        if not measured and self.store is not None:
+            lat = sorted(
+                v
+                for r in self.store.demand(key, since=now - 3600.0)
+                if (v := r.mean_latency_s) is not None and r.requests >= 1
+            )
+            measured = lat[len(lat) // 2] if lat else None
+        s_cur, s_new = st.service.get(cur), st.service.get(new)
+        if measured and s_cur and s_new:
+            return float(measured) * s_new / s_cur
+        return s_new
 
     async def _put(self, gov: Governor, ep: Endpoint, instance: str) -> None:
         _, itype, isize = instance.split("/")
@@ -348,8 +385,11 @@ class RightsizeRunner:
         if now - st.running_at < p.probation_s:
             return
         es = gov.endpoint_settings(ep)
-        mem = gov.memory.get(ep.key)
-        service = mem.policy_memory.get("slo_target", {}).get("service_s") if mem else None
+        # what a request should take on the new instance, as the replay assumed it
+        service = st.expected_service_s
+        if not service:
+            mem = gov.memory.get(ep.key)
+            service = mem.policy_memory.get("slo_target", {}).get("service_s") if mem else None
         rows = self.store.demand(ep.key, since=st.running_at) if self.store is not None else []
         live = (
             live_attainment(rows, service_s=float(service), queue_delay_s=es.slo.queue_delay_s)
