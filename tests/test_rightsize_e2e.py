@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 
 from controller.backtest.rightsize import evaluate_endpoint
@@ -21,7 +23,16 @@ from controller.daemon.rightsize import RightsizeRunner
 from controller.daemon.store import StateStore
 from controller.emulator.load import Constant
 from controller.emulator.platform import SimParams
-from tests.conftest import HUMAN, NS, TOKEN, World, endpoint_body, metric
+from tests.conftest import HUMAN, NS, TOKEN, World, endpoint_body, make_world, metric
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging():
+    """`main()` sets structlog's level and stream; later tests in the worker must get theirs."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
 
 BIG = "big"
 KEY = f"{NS}/{BIG}"
@@ -250,10 +261,15 @@ async def test_a_new_instance_that_misses_the_slo_in_probation_is_rolled_back(wo
     store.close()
 
 
-async def test_dry_run_says_what_it_would_do_and_changes_nothing(world: World):
-    gov, store, _ = await record_an_hour(
-        world, apply=True, maintenance=[{"start": "00:00", "end": "24:00"}]
-    )
+async def test_dry_run_says_what_it_would_do_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    # `governor plan` reads the emulator on the wall clock: the world's time runs two hours behind
+    async with make_world(tmp_path, start=float(int(time.time()) // 60 * 60 - 7200)) as world:
+        await dry_run_then_plan(world, monkeypatch, capsys)
+
+
+async def dry_run_then_plan(world: World, monkeypatch: Any, capsys: Any) -> None:
+    rs = {"apply": True, "maintenance": [{"start": "00:00", "end": "24:00"}]}
+    gov, store, _ = await record_an_hour(world, **rs)
     gov.actuator.dry_run = True
     sent = spy_instance_updates(gov)
     runner = await evaluated(world, gov, store)
@@ -265,6 +281,21 @@ async def test_dry_run_says_what_it_would_do_and_changes_nothing(world: World):
     assert any("dry_run: would update" in h for h in st.history)
     scraped = await world.scrape_metrics(gov)
     assert metric(scraped, "governor_rightsize_actions_total", action="dry_run") == 1.0
+    # `governor plan` shows the daemon's last recommendation, the best candidate
+    cfg = world.tmp / "governor.yaml"
+    cfg.write_text(yaml.safe_dump(settings_dict(world, **rs)))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["plan", "-c", str(cfg), "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["endpoints"]) == 1, json.dumps(doc)
+    (entry,) = doc["endpoints"]
+    assert entry["rightsize"]["action"] == "change"
+    assert entry["rightsize"]["recommended"] == st.best
+    assert entry["rightsize"]["saving_usd_per_month"] == pytest.approx(st.saving_month_usd)
+    assert await asyncio.to_thread(main, ["plan", "-c", str(cfg)]) == 0
+    table = capsys.readouterr().out
+    assert f"{KEY}: right-sizing: {CURRENT} -> {st.best}, saves $" in table
     await gov.client.aclose()
     store.close()
 
