@@ -10,9 +10,12 @@ from the service model. Runs differ only in who scales the endpoint (`PolicySpec
 - `static`: a constant replica count; `replicas: peak` (the default) searches the fewest constant
   replicas that meet the SLO (binary search, one replay per probe; hindsight);
 - `governor`: the production `Governor` (its loop, policies, combiner and actuator) with its real
-  `EndpointsClient` talking HTTP to the emulator's ASGI app over `httpx.ASGITransport` (in-process,
-  no sockets). The runner owns a `VirtualClock`: it moves the clock and the platform forward one
-  tick interval at a time and calls `gov.tick()` after each step. `candidates` (a list of settings
+  `EndpointsClient`. `SimConfig.mode` "full": the client talks HTTP to the emulator's ASGI app
+  over `httpx.ASGITransport` (in-process, no sockets); "fast" (the default): the same client
+  with its requests answered by the platform object and the default feed read without text
+  (`controller.backtest.direct`), the same decisions (tests/test_fast_replay.py). The runner owns
+  a `VirtualClock`: it moves the clock and the platform forward one tick interval at a time and
+  calls `gov.tick()` after each step. `candidates` (a list of settings
   overrides) runs each and keeps the cheapest meeting the SLO (hindsight tuning);
 - `autopilot`: the autopilot's rolling replay, through `AUTOPILOT_HOOK` (not available until
   that module exists: then it is listed as such, never approximated);
@@ -59,6 +62,7 @@ import httpx
 import yaml
 
 from controller.backtest.bound import lower_bound_usd
+from controller.backtest.direct import PlatformClient, PlatformScraper
 from controller.backtest.oracle import bump, replicas_needed, schedule
 from controller.backtest.traces import RequestTrace
 from controller.clock import VirtualClock
@@ -93,6 +97,7 @@ NAME = "llm"
 TOKEN = "hf_simulate_token"
 BOT = UserRef(id="u-governor", name="governor-bot")
 T0 = 1_700_000_040.0  # a whole minute, so buckets and billing minutes line up
+MODES = ("fast", "full")
 KINDS = ("platform", "static", "governor", "autopilot", "oracle", "bound", "reach")
 # scaleToZeroTimeout (minutes) of a floor-0 endpoint whose config names none.
 DEFAULT_SCALE_TO_ZERO_MIN = 15
@@ -180,6 +185,10 @@ class SimConfig:
     scale_up_timeout_s: float | None = None
     service: ServiceModel = field(default_factory=ServiceModel)
     policies: list[PolicySpec] = field(default_factory=list)
+    # How Governor's replays reach the platform: "fast", its client answered in-process and the
+    # default feed read without text (`controller.backtest.direct`); "full", every call over
+    # HTTP through the emulator's ASGI app. Same decisions (tests/test_fast_replay.py).
+    mode: str = "fast"
 
     @property
     def slo_s(self) -> float:
@@ -322,6 +331,7 @@ _TOP = {
     "tick_interval_s",
     "lead_in_s",
     "scale_up_timeout_s",
+    "mode",
 }
 _POLICY_KEYS = set(PolicySpec.__dataclass_fields__)
 
@@ -392,6 +402,7 @@ def _validate(cfg: SimConfig, where: str) -> None:
             cfg.scale_up_timeout_s is None or 0 < cfg.scale_up_timeout_s <= 3600,
             "scale_up_timeout_s must be in (0, 3600] or null",
         ),
+        (cfg.mode in MODES, f"mode must be one of {list(MODES)}"),
         (s.concurrency >= 1, "service.concurrency must be >= 1"),
         (s.prefill_tps > 0 and s.decode_tps > 0, "service.*_tps must be > 0"),
         (s.cold_start_s >= 0, "service.cold_start_s must be >= 0"),
@@ -542,10 +553,10 @@ class _Timeline:
         self.ready: list[float] = []
 
     def sample(self, p: Platform) -> None:
-        snap = p.snapshot()["endpoints"][f"{NS}/{NAME}"]
+        target, ready = p.replica_counts(NS, NAME)
         self.t.append(p.now - T0)
-        self.target.append(snap["target_replicas"])
-        self.ready.append(snap["ready_replicas"])
+        self.target.append(target)
+        self.ready.append(ready)
 
 
 def _pct(sorted_vals: Sequence[float], q: float) -> float | None:
@@ -1075,7 +1086,11 @@ async def _governor_once(
     overrides: dict[str, Any],
     b: _Bounds,
     prog: _Progress,
+    *,
+    record: list[Any] | None = None,
 ) -> tuple[Platform, _Timeline, int]:
+    """One Governor replay; `record` (tests) gets every tick's time and, per endpoint, its
+    decision's signature and the actuation's result."""
     from controller.daemon.loop import Governor, TickReport
     from controller.daemon.store import StateStore
     from controller.platform.client import make_client
@@ -1083,7 +1098,6 @@ async def _governor_once(
 
     clock = VirtualClock(T0)
     p = _platform(cfg, prep, min_r=b.floor, max_r=b.ceiling, stz=b.scale_to_zero_timeout_min)
-    app = create_app(p, clock=clock, tokens={TOKEN: BOT})
     base: dict[str, Any] = {
         "loop": {"tick_interval_s": cfg.tick_interval_s},
         "scrape": {"max_age_s": 3 * cfg.tick_interval_s},
@@ -1102,6 +1116,16 @@ async def _governor_once(
 
     def on_tick(report: TickReport) -> None:
         nonlocal applied
+        if record is not None:
+            record.append(
+                (
+                    report.at,
+                    [
+                        (e.decision.signature(), None if e.outcome is None else e.outcome.result)
+                        for e in report.entries
+                    ],
+                )
+            )
         for e in report.entries:
             if e.outcome is not None and e.outcome.result is ActionResult.APPLIED:
                 applied += 1
@@ -1109,18 +1133,31 @@ async def _governor_once(
     async def no_sleep(_: float) -> None:
         return None
 
-    transport = httpx.ASGITransport(app=app)
     tl = _Timeline()
     step = settings.loop.tick_interval_s
+    if cfg.mode == "fast":
+        client = make_client(
+            settings,
+            cls=PlatformClient,
+            platform=p,
+            clock=clock,
+            user=BOT,
+            sleep=no_sleep,
+            monotonic=clock.now,
+        )
+    else:
+        app = create_app(p, clock=clock, tokens={TOKEN: BOT})
+        transport = httpx.ASGITransport(app=app)
+        client = make_client(settings, transport=transport, sleep=no_sleep, monotonic=clock.now)
     # The daemon's own state store, in a scratch file: the demand it records during this replay
     # is the history its pre-warm forecasts from (nothing of the trace's future is handed in).
     with tempfile.TemporaryDirectory(prefix="governor-sim-") as scratch:
         store = StateStore(Path(scratch) / "state.sqlite", durable=False)
         try:
-            async with make_client(
-                settings, transport=transport, sleep=no_sleep, monotonic=clock.now
-            ) as client:
+            async with client:
                 gov = Governor(settings, clock=clock, client=client, on_tick=on_tick, store=store)
+                if isinstance(client, PlatformClient):
+                    gov.scraper = PlatformScraper.replacing(gov.scraper, client)
                 tl.sample(p)
                 t = 0.0
                 while t < prep.end:

@@ -31,7 +31,7 @@ def add_simulate_parser(sub: Any) -> argparse.ArgumentParser:
         help="backtest: replay request traces against the platform autoscaler, Governor, "
         "baselines and the oracle",
         description="Replay request traces through the emulated platform in virtual time, with "
-        "Governor's real loop and HTTP client, and compare cost and SLO against baselines and "
+        "Governor's real loop and client, and compare cost and SLO against baselines and "
         "the oracle.",
     )
     s.add_argument(
@@ -72,6 +72,13 @@ def add_simulate_parser(sub: Any) -> argparse.ArgumentParser:
         type=float,
         help="clients send X-Scale-Up-Timeout: a request finding no ready replica waits up to "
         "this long instead of getting a 503 (default: 503)",
+    )
+    s.add_argument(
+        "--mode",
+        choices=("fast", "full"),
+        help="how Governor's replays reach the emulated platform: fast (its client answered "
+        "in-process, the default feed read without text; the default) or full (every call over "
+        "HTTP through the emulator's app); both make the same decisions (docs/simulate.md)",
     )
     s.add_argument("--out", metavar="DIR", help="write report.json, report.md and PNG plots here")
     s.add_argument("--slo-ms", type=float, help="queueing-delay target in ms (default 1000)")
@@ -149,6 +156,7 @@ def run_simulate(args: argparse.Namespace, argv: list[str] | None = None) -> int
             concurrency=args.concurrency,
             lead_in_s=args.lead_in_s,
             scale_up_timeout_s=args.scale_up_timeout_s,
+            mode=args.mode,
         )
         if daemon:
             tags = [t.strip() for t in args.tags.split(",") if t.strip()]

@@ -135,6 +135,7 @@ from controller.platform.models import EndpointState, UserRef
 __all__ = [
     "REGIONS",
     "EmulatorError",
+    "FeedValues",
     "Platform",
     "PlatformConfig",
     "RequestLog",
@@ -503,6 +504,21 @@ def host_resources(row: PriceRow) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FeedValues:
+    """The numbers of one endpoint's platform feed ("full" / "published" shapes), in the order
+    `render_metrics` writes them: quantiles of the latency window, its count and sum, the
+    request counters by (replica, status code), pending (None when not published), and per
+    hardware family its help text and per-replica percentages."""
+
+    quantiles: list[tuple[float, float]]
+    latency_count: int
+    latency_sum: float
+    counters: list[tuple[tuple[str, str], int]]
+    pending: int | None
+    hardware: dict[str, tuple[str, list[tuple[str, float]]]]
 
 
 class Platform:
@@ -1624,34 +1640,14 @@ class Platform:
         shape = "tgi" if feed in ("full", "published") else feed
         return render_engine(shape, load, openmetrics=openmetrics)
 
-    def render_metrics(self, ns: str, name: str, *, published: bool | None = None) -> str:
-        """The endpoint's platform feed in Prometheus text style (no `# EOF`). `published`: just
-        the families of the platform's published sample (None: as `feed_shape` says)."""
+    def feed_values(self, ns: str, name: str, *, published: bool | None = None) -> FeedValues:
+        """The numbers of the endpoint's platform feed (`render_metrics` writes them out; the fast
+        replay reads them without the text). `published`: as `render_metrics`."""
         ep = self._ep(ns, name)
         now = self._now
-        lines = [
-            "# HELP latency_distribution Latency distribution",
-            "# TYPE latency_distribution summary",
-        ]
-        for q, v in self.latency_quantiles(ns, name).items():
-            lines.append(f'latency_distribution{{quantile="{q}"}} {_fmt(v)}')
         count, total = self.latency_totals(ns, name)
-        lines.append(f"latency_distribution_count {count}")
-        lines.append(f"latency_distribution_sum {_fmt(total)}")
-        lines += [
-            "# HELP http_requests HTTP requests by code and replicas",
-            "# TYPE http_requests counter",
-        ]
-        for (rid, code), n in sorted(ep.counters.items()):
-            lines.append(f'http_requests{{replica_id="{rid}",status_code="{code}"}} {n}')
         if published is None:
             published = self.config.feed_shape == "published"
-        if not published:
-            lines += [
-                "# HELP pending_requests Requests waiting or in service",
-                "# TYPE pending_requests gauge",
-                f"pending_requests {len(ep.queue) + len(ep.inflight)}",
-            ]
         gpu = ep.row.accelerator == "gpu" and not published
         series = [
             ("cpu_usage_percent", "CPU percent", 3.0, 92.0),
@@ -1661,14 +1657,11 @@ class Platform:
             series.insert(1, ("gpu_usage_percent", "GPU percent", 2.0, 95.0))
             series.append(("gpu_memory_usage_percent", "GPU memory percent", 70.0, 20.0))
         reps = sorted(ep.replicas, key=lambda r: r.id) if ep.state in SERVING else []
+        hardware: dict[str, tuple[str, list[tuple[str, float]]]] = {}
         for metric, help_text, base, span in series:
-            lines += [
-                f"# HELP {metric} {help_text}",
-                f"# TYPE {metric} gauge",
-                f"# UNIT {metric} percent",
-            ]
             model = ep.sim.model_gb if metric == "gpu_memory_usage_percent" else None
             mem = replica_memory_gb(ep.row) if model is not None else None
+            values = []
             for r in reps:
                 if r.ready_at > now:
                     v = 0.0
@@ -1678,7 +1671,49 @@ class Platform:
                 else:
                     v = base + span * r.util + 2.0 * _noise(self.seed, r.id, metric, now)
                     v = min(100.0, max(0.0, v))
-                lines.append(f'{metric}{{replica_id="{r.id}"}} {v:.2f}')
+                values.append((r.id, v))
+            hardware[metric] = (help_text, values)
+        return FeedValues(
+            quantiles=list(self.latency_quantiles(ns, name).items()),
+            latency_count=count,
+            latency_sum=total,
+            counters=sorted(ep.counters.items()),
+            pending=None if published else len(ep.queue) + len(ep.inflight),
+            hardware=hardware,
+        )
+
+    def render_metrics(self, ns: str, name: str, *, published: bool | None = None) -> str:
+        """The endpoint's platform feed in Prometheus text style (no `# EOF`). `published`: just
+        the families of the platform's published sample (None: as `feed_shape` says)."""
+        v = self.feed_values(ns, name, published=published)
+        lines = [
+            "# HELP latency_distribution Latency distribution",
+            "# TYPE latency_distribution summary",
+        ]
+        for q, x in v.quantiles:
+            lines.append(f'latency_distribution{{quantile="{q}"}} {_fmt(x)}')
+        lines.append(f"latency_distribution_count {v.latency_count}")
+        lines.append(f"latency_distribution_sum {_fmt(v.latency_sum)}")
+        lines += [
+            "# HELP http_requests HTTP requests by code and replicas",
+            "# TYPE http_requests counter",
+        ]
+        for (rid, code), n in v.counters:
+            lines.append(f'http_requests{{replica_id="{rid}",status_code="{code}"}} {n}')
+        if v.pending is not None:
+            lines += [
+                "# HELP pending_requests Requests waiting or in service",
+                "# TYPE pending_requests gauge",
+                f"pending_requests {v.pending}",
+            ]
+        for metric, (help_text, values) in v.hardware.items():
+            lines += [
+                f"# HELP {metric} {help_text}",
+                f"# TYPE {metric} gauge",
+                f"# UNIT {metric} percent",
+            ]
+            for rid, x in values:
+                lines.append(f'{metric}{{replica_id="{rid}"}} {x:.2f}')
         return "\n".join(lines) + "\n"
 
     # -- provider catalogue ---------------------------------------------------------------------
@@ -1739,6 +1774,14 @@ class Platform:
 
     def endpoints(self) -> list[tuple[str, str]]:
         return sorted(self._eps)
+
+    def replica_counts(self, ns: str, name: str) -> tuple[int, int]:
+        """(target, ready) replicas now, as `snapshot` reports them (0, 0 when not serving)."""
+        ep = self._ep(ns, name)
+        if ep.state not in SERVING:
+            return 0, 0
+        now = self._now
+        return len(ep.active()), sum(1 for r in ep.replicas if r.ready_at <= now)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready view of the whole world (for tests, the demo and `/_emulator/state`)."""

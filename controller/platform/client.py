@@ -1155,12 +1155,17 @@ def _redact_request_info(exc: aiohttp.ClientResponseError) -> None:
 
 
 def make_client(
-    settings: Settings, *, on_call: Callable[[CallRecord], None] | None = None, **kw: Any
+    settings: Settings,
+    *,
+    on_call: Callable[[CallRecord], None] | None = None,
+    cls: type[EndpointsClient] = EndpointsClient,
+    **kw: Any,
 ) -> EndpointsClient:
-    """The client `settings.api` describes, with the token `settings` read (never logged)."""
+    """The client `settings.api` describes, with the token `settings` read (never logged).
+    `cls`: a subclass taking the same arguments and its own `kw` (the fast replay's)."""
     a = settings.api
     token = settings.token.get_secret_value() if settings.token else None
-    return EndpointsClient(
+    return cls(
         a.base_url,
         token,
         timeout_s=a.timeout_s,
