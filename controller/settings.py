@@ -294,7 +294,15 @@ class ForecastSettings(_Strict):
         ge=60,
         le=7200,
         description="Span after each lagged instant handed to policies (at least the longest "
-        "cold start plus its margin).",
+        "cold start plus its margin plus refresh_s).",
+    )
+    refresh_s: float = Field(
+        300.0,
+        ge=15,
+        le=3600,
+        description="How often each endpoint's lagged history is re-read from the store "
+        "(staggered over endpoints). The lags are an hour or more, so a history read a few "
+        "minutes ago still holds; one read cost about 0.5-1.4 ms on 2 shared cores.",
     )
 
     def lags(self) -> tuple[float, ...]:

@@ -141,7 +141,7 @@ class Governor:
         self.demand = DemandRecorder() if store is not None and retention_days > 0 else None
         self._demand_pruned_at: float | None = None
         # Each endpoint's recorded demand at earlier periods' phase (the pre-warm's input),
-        # rebuilt once a minute: key -> (minute it was built in, history).
+        # re-read every state.forecast.refresh_s: key -> (refresh slot it was read in, history).
         self._history: dict[str, tuple[int, DemandHistory | None]] = {}
         # Per-endpoint settings overrides (`ns/name` -> a partial EndpointSettings dict), merged
         # over the config's: how the autopilot's adoptions reach the decisions.
@@ -572,25 +572,27 @@ class Governor:
 
     def _history_of(self, key: str, es: EndpointSettings, now: float) -> DemandHistory | None:
         """The recorded demand at earlier periods' phase, for policies that forecast from it;
-        read from the store once a minute per endpoint (staggered by key, so 10,000 endpoints
-        do not all query in one tick). None without a store or recorded demand."""
+        read from the store every `state.forecast.refresh_s` per endpoint (staggered by key, so
+        10,000 endpoints do not all query in one tick; the policy reads a held history at its
+        own `now`). None without a store or recorded demand."""
         if self.store is None or self.demand is None:
             return None
         if not any(
             getattr(getattr(p, "params", None), "prewarm", False) for p in self._policies(es)
         ):
             return None
-        minute = math.floor((now + zlib.crc32(key.encode()) % 60) / 60)
-        cached = self._history.get(key)
-        if cached is not None and cached[0] == minute:
-            return cached[1]
         fc = self.settings.state.forecast
+        every = fc.refresh_s
+        slot = math.floor((now + zlib.crc32(key.encode()) % int(every)) / every)
+        cached = self._history.get(key)
+        if cached is not None and cached[0] == slot:
+            return cached[1]
         try:
             hist = demand_history(self.store, key, now=now, lags=fc.lags(), horizon_s=fc.horizon_s)
         except sqlite3.Error as exc:
             log.warning("demand_history_failed", endpoint=key, error=str(exc))
             hist = None
-        self._history[key] = (minute, hist)
+        self._history[key] = (slot, hist)
         return hist
 
     def _record_demand(self, now: float) -> None:
