@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -369,14 +368,11 @@ def test_chunking_does_not_change_the_world():
     assert _run(5, 1.0) == _run(5, 7.5)
 
 
-def test_simulation_is_fast_enough():
+def test_demo_world_runs_ninety_minutes():
+    """The demo's 90 minutes in one advance (no timing asserted: tests never time)."""
     spec = default_scenario()
     p = build_platform(spec, start=T0, seed=0)
-    # CPU time of this process, not wall time: the budget holds on a machine shared with other
-    # test workers (wall time failed in landing while five suites ran on two cores).
-    t0 = time.process_time()
     p.advance_to(T0 + 5400)
-    assert time.process_time() - t0 < 2.0
     snap = p.snapshot()["endpoints"]
     assert snap["demo-org/chat-llm"]["served"] > 10_000
 

@@ -5,7 +5,6 @@ own actions, idle scale-to-zero with wake-ups, and a restart after an hour of do
 from __future__ import annotations
 
 import random
-import time
 from datetime import UTC, datetime
 
 from controller.clock import VirtualClock
@@ -49,7 +48,6 @@ async def test_ledger_equals_emulator_billing_over_days(tmp_path):
     """Every endpoint whose replica changes come through the API is recorded to the cent; the
     idle endpoint whose changes the platform makes on its own stays within the stated bound
     (half a tick + one minute per unexplained change); the downtime is flagged as estimated."""
-    wall = time.perf_counter()
     clock = VirtualClock(T0)
     platform = Platform(start=T0, seed=5)
     sim = SimParams(cold_start_s=60.0, concurrency=4, service_time_s=2.0)
@@ -187,4 +185,3 @@ async def test_ledger_equals_emulator_billing_over_days(tmp_path):
         ln.used for ln in report.quota if ln.accelerator == "gpu"
     )
     tracker.close()
-    assert time.perf_counter() - wall < 60
