@@ -176,6 +176,22 @@ def _top(snapshot: tracemalloc.Snapshot, limit: int = 25) -> list[str]:
     return lines
 
 
+def _by_module(snapshot: tracemalloc.Snapshot, limit: int = 30) -> list[str]:
+    """A snapshot's live Python allocations summed per source file (the frame that allocated),
+    biggest first: where the MB go, module by module."""
+    stats = snapshot.statistics("filename")
+    total = sum(st.size for st in stats)
+    lines = [f"total {total / 2**20:.1f} MiB"]
+    for st in stats[:limit]:
+        name = st.traceback[0].filename
+        for marker in ("site-packages/", "lib/python3.11/", str(ROOT) + "/"):
+            if marker in name:
+                name = name.split(marker, 1)[1]
+                break
+        lines.append(f"{st.size / 2**20:8.1f} MiB {st.count:>10,} blocks  {name}")
+    return lines
+
+
 def _source_line(filename: str, lineno: int) -> str:
     import linecache
 
@@ -340,6 +356,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
             after = tracemalloc.take_snapshot()
             if peak_snapshot:
                 diagnostics["tracemalloc_at_peak"] = _top(peak_snapshot[0])
+                diagnostics["tracemalloc_at_peak_by_module"] = _by_module(peak_snapshot[0])
             diagnostics["tracemalloc_after_tick"] = _top(after)
             diagnostics["tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
             del after, peak_snapshot
@@ -347,8 +364,11 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     if cost is not None:
         cost.close()
     log_file.close()
+    import controller
+
     return {
         "ticks": ticks,
+        "code": str(Path(controller.__file__).resolve().parent.parent),  # the checkout measured
         "peak_rss_mb": _peak_rss_mb(),
         "peak_rss_scope": "measured ticks" if peak_reset else "whole process",
         "diagnostics": diagnostics,
@@ -423,7 +443,7 @@ def _diagnostics(run: dict[str, Any]) -> list[str]:
     for key in ("gc_tracked_objects", "gc_frozen_objects", "tracemalloc_peak_mib"):
         if key in diag:
             out.append(f"  {key}: {diag[key]:,.0f}")
-    for key in ("tracemalloc_at_peak", "tracemalloc_after_tick"):
+    for key in ("tracemalloc_at_peak", "tracemalloc_at_peak_by_module", "tracemalloc_after_tick"):
         if key in diag:
             out.append(f"  {key}:")
             out.extend(f"    {line}" for line in diag[key])
