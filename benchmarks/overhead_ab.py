@@ -174,7 +174,7 @@ def markdown(out: dict[str, Any]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, help="checkout of the previous commit")
+    p.add_argument("--base", help="checkout of the previous commit (required to measure)")
     p.add_argument("--new", default=str(ROOT), help="checkout measured against it")
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     p.add_argument("--rounds", type=int, default=3, help="worker runs per side")
@@ -190,6 +190,8 @@ def main() -> None:
     if args.render:
         print(markdown(json.loads(Path(args.render).read_text())), end="")
         return
+    if not args.base:
+        p.error("--base is required to measure (give the previous commit's checkout)")
     # What overhead._run_worker reads from its namespace.
     args.fill_windows, args.profile, args.tracemalloc, args.gc_stats = True, None, 0, True
     out = run(args)
