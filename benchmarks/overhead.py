@@ -364,11 +364,8 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     if cost is not None:
         cost.close()
     log_file.close()
-    import controller
-
     return {
         "ticks": ticks,
-        "code": str(Path(controller.__file__).resolve().parent.parent),  # the checkout measured
         "peak_rss_mb": _peak_rss_mb(),
         "peak_rss_scope": "measured ticks" if peak_reset else "whole process",
         "diagnostics": diagnostics,
@@ -656,7 +653,11 @@ def main() -> None:
     if args.worker:
         if args.cpu is not None:
             os.sched_setaffinity(0, {args.cpu})
-        print(json.dumps(asyncio.run(_worker(args))))
+        out = asyncio.run(_worker(args))
+        import controller
+
+        out["code"] = str(Path(controller.__file__).resolve().parent.parent)  # checkout measured
+        print(json.dumps(out))
         return
     out = _driver(args)
     if args.out:
