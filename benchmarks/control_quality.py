@@ -13,7 +13,9 @@ bound. Nothing is tuned here: Governor runs with whatever defaults it ships.
 It writes `benchmarks/results/control_quality.{json,md}`: per load and system the cost and SLO
 attainment (no per-tick timelines), the summary figures of the issue's acceptance criteria, the
 command, the machine, the package versions and the runtime. Each (load, system) pair is one
-`run_system()` call in a worker process (`--jobs`, default 2: the machine's two cores).
+`run_system()` call in a worker process (`--jobs`, default 2: the machine's two cores); each line
+on stderr says how much of the run's work is done and an ETA. Governor's replays run in the fast
+mode (`SimConfig.mode`, the default; same decisions as the full mode, tests/test_fast_replay.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import platform
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +263,26 @@ def _commit() -> str | None:
     return (head + ("+dirty" if dirty else "")) or None
 
 
+class _Eta:
+    """Progress of the whole run and its ETA: the share of the work done, weighted by the loads'
+    hours (a replay's cost grows with its length), extrapolated from the time it took so far."""
+
+    def __init__(self, tasks: int, weight: float, started: float) -> None:
+        self.tasks, self.weight, self.started = tasks, max(weight, 1e-9), started
+        self.done, self.done_weight = 0, 0.0
+
+    def step(self, weight: float) -> str:
+        self.done += 1
+        self.done_weight += weight
+        elapsed = time.perf_counter() - self.started
+        share = min(1.0, self.done_weight / self.weight)
+        left = elapsed * (1.0 - share) / share if share > 0 else math.inf
+        return (
+            f"[{self.done}/{self.tasks} {100 * share:3.0f}% of the work, {elapsed:4.0f} s, "
+            f"ETA {left:4.0f} s]"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
@@ -278,12 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results: dict[str, dict[str, dict[str, Any] | None]] = {ld.name: {} for ld in loads}
     with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        futs = {t: pool.submit(_run_one, *t[:1], a.slo_attainment, t[1]) for t in tasks}
-        for (name, system), f in futs.items():
+        futs = {pool.submit(_run_one, *t[:1], a.slo_attainment, t[1]): t for t in tasks}
+        eta = _Eta(len(tasks), sum(hours[n] for n, _ in tasks), t0)
+        for f in as_completed(futs):
+            name, system = futs[f]
             r = f.result()
             results[name][system] = r
             took = "not available" if r is None else f"{r['runtime_s']:.0f} s"
-            print(f"{name}: {system}: {took}", file=sys.stderr)
+            print(f"{eta.step(hours[name])}  {name}: {system}: {took}", file=sys.stderr)
     rows = [
         _row(ld.name, a.slo_attainment, {s: results[ld.name][s] for s in SYSTEMS}) for ld in loads
     ]
