@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from controller.clock import ScaledClock
@@ -400,6 +400,8 @@ def test_per_endpoint_routes_with_any_name_method_and_body(emu, method, name, ac
     query=st.dictionaries(st.sampled_from(["tags", "page", "x", ""]), st.text(max_size=30)),
     route=st.sampled_from(["/v2/endpoint/{ns}", "/v2/provider/{ns}", "/v2/provider"]),
 )
+# found by this test: a trailing slash got Starlette's bare 307 (no X-Request-Id, no error body)
+@example(ns="0/", query={}, route="/v2/endpoint/{ns}")
 def test_listing_and_provider_with_any_namespace_and_query(emu, ns, query, route):
     r = emu.request("GET", route.format(ns=seg(ns)), headers=AUTH, params=query)
     check(r)

@@ -595,5 +595,8 @@ def create_app(
         return resp
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    # No 307 to the slash-less path: a trailing slash is an unknown route (404, with its
+    # X-Request-Id and {"error": msg} body like every other answer).
+    app.router.redirect_slashes = False
     app.state.emulator = st
     return app
