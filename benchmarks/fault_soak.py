@@ -144,6 +144,8 @@ class Soak:
     bounds_seen: list[tuple[float, str, int, int]] = field(default_factory=list)
     faults_added: dict[str, int] = field(default_factory=dict)
     solo_ledger: dict[str, dict[str, int]] = field(default_factory=dict)
+    lease_api: LeaseApi | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)
 
     # -- daemons --------------------------------------------------------------------------------
 
@@ -315,6 +317,41 @@ class Soak:
         proxy.add(f)
         self.faults_added[kind] = self.faults_added.get(kind, 0) + 1
 
+    def holder(self) -> str | None:
+        lease = (self.lease_api.leases if self.lease_api else {}).get(("governor", "governor"))
+        return ((lease or {}).get("spec") or {}).get("holderIdentity") or None
+
+    def snapshot(self, why: str) -> None:
+        """Each replica's ledger and the emulator's bill per endpoint, now: where a ledger
+        starts to drift from the bill (which hand-over, which tick) shows in the timeline."""
+        now = self.clock.now()
+        row: dict[str, Any] = {"wall": round(time.time() - self.wall0, 2), "why": why}
+        row["virtual"] = round(now - self.wall0, 1)
+        row["holder"] = self.holder()
+        per: dict[str, Any] = {}
+        ledgers = {r.name: _ledger(r.dir / "state.sqlite") for r in self.replicas}
+        for name in ENDPOINTS:
+            key = f"{NS}/{name}"
+            try:
+                billed_now = sum(self.platform.billed_minutes(NS, name).values())
+            except EmulatorError:
+                continue
+            ent: dict[str, Any] = {"bill": billed_now}
+            for rname, (mins, seen) in ledgers.items():
+                t = seen.get(key)
+                at = sum(self.platform.billed_minutes(NS, name, at=t).values()) if t else 0
+                ent[rname] = [mins.get(key, 0), None if t is None else round(t - self.wall0, 1), at]
+            per[key] = ent
+        row["endpoints"] = per
+        self.timeline.append(row)
+
+    async def sample_timeline(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(sqlite3.Error):
+                self.snapshot("interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
     async def sample_bounds(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             for name in ENDPOINTS:
@@ -339,6 +376,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await lease.start()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="fault-soak-"))
     soak = Soak(args, clock, wall0, plat, random.Random(args.seed), lease_url=lease.url)
+    soak.lease_api = lease.api
     for i, name in enumerate(("a", "b")):
         proxy = FaultProxy(emu.root_url, seed=args.seed + i, now=clock.now)
         await proxy.start()
@@ -348,6 +386,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     a, b = soak.replicas
     stop_sampling = asyncio.Event()
     sampler = asyncio.create_task(soak.sample_bounds(stop_sampling))
+    timeline = asyncio.create_task(soak.sample_timeline(stop_sampling))
     total = args.minutes * 60.0
     solo_until = wall0 + total * 0.55
     end = wall0 + total
@@ -380,6 +419,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 soak.start(a, election=False)
         await soak.stop(a)
         soak.solo_ledger = ledger_vs_bill(soak, [a])
+        soak.snapshot("solo part over")
         # -- part 2: two replicas with leader election --------------------------------------------
         soak.start(a, election=True)
         await asyncio.sleep(1.0)
@@ -399,6 +439,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 lead = await soak.leader()
                 if lead is not None:
                     running = {n: plat.get(NS, n)["status"]["targetReplica"] for n in ENDPOINTS}
+                    soak.snapshot(f"before kill -9 of {lead.name}")
                     await soak.kill9(lead, "leader")
                     t_kill = time.time()
                     other = b if lead is a else a
@@ -406,6 +447,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         if await soak.leader() is other:
                             break
                         await asyncio.sleep(0.05)
+                    soak.snapshot(f"{other.name} took over")
                     handovers.append(
                         {
                             "killed": lead.name,
@@ -426,6 +468,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await soak.stop(r)
         stop_sampling.set()
         await sampler
+        await timeline
+        soak.snapshot("end")
         virtual_s = clock.now() - wall0
     finally:
         for r in soak.replicas:
@@ -496,6 +540,9 @@ def _write_min_max(bodyobj: Any) -> tuple[int | None, int | None]:
 def figures(
     soak: Soak, handovers: list[dict[str, Any]], virtual_s: float, work: Path
 ) -> dict[str, Any]:
+    # the drift timeline (each replica's ledger against the bill, every second and at each
+    # hand-over) is for finding where minutes go; it stays beside the logs
+    (work / "timeline.json").write_text(json.dumps(soak.timeline, indent=1) + "\n")
     logs = [p for r in soak.replicas for p in r.logs]
     events, tracebacks = _log_events(logs)
     crashes = len(soak.crashes) + tracebacks

@@ -191,6 +191,11 @@ async def _run_locked(
             if hup.is_set():
                 reloader.request()
             loop.add_signal_handler(signal.SIGHUP, reloader.request)
+            if elector is not None:
+                # A tick before the first Lease round would run as a standby, and a standby's
+                # ledger steps over the interval as if another replica had billed it: after a
+                # restart the whole downtime went unbilled (issue 18's fault soak).
+                await elector.settled()
             await gov.run(stop, notifier=Notifier(), reload=reloader.poll)
             log.info("stopped", ticks=gov.health.ticks)
             return 0

@@ -164,6 +164,9 @@ class LeaseElector:
         self._renewed_at: float | None = None
         self._leading = False
         self.errors = 0
+        # Set once the first round is over (won, lost or failed): the loop's first tick waits
+        # for it, so a replica that will lead does not bill its first interval as a standby.
+        self.first_round = asyncio.Event()
 
     def __repr__(self) -> str:
         lease = f"{self.cfg.namespace}/{self.cfg.name}"
@@ -345,11 +348,20 @@ class LeaseElector:
         """Try to acquire, then renew, every `retry_period_s` until `stop`; then release."""
         try:
             while not stop.is_set():
-                await self.try_acquire_or_renew()
+                try:
+                    await self.try_acquire_or_renew()
+                finally:
+                    self.first_round.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.cfg.retry_period_s)
         finally:
             await self.release()
+
+    async def settled(self) -> None:
+        """Wait for the first round, at most one round's deadline (and a little): the loop must
+        start even when the Kubernetes API does not answer."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.first_round.wait(), self.cfg.timeout_s + 1.0)
 
     async def aclose(self) -> None:
         await self._http.aclose()

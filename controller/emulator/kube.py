@@ -16,6 +16,7 @@ replicas judge it from `renewTime`/`leaseDurationSeconds` and how long it stayed
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import uuid
@@ -49,10 +50,13 @@ def _status(code: int, reason: str, message: str) -> JSONResponse:
 
 
 class LeaseApi:
-    """The Lease store and its HTTP routes; `writes` counts accepted writes, `conflicts` 409s."""
+    """The Lease store and its HTTP routes; `writes` counts accepted writes, `conflicts` 409s.
 
-    def __init__(self, tokens: set[str] | None = None) -> None:
+    `delay_s` holds every answer that long (a slow or distant API server)."""
+
+    def __init__(self, tokens: set[str] | None = None, *, delay_s: float = 0.0) -> None:
         self.tokens = tokens
+        self.delay_s = delay_s
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self._rv = itertools.count(1000)
         self.writes = 0
@@ -99,6 +103,8 @@ class LeaseApi:
         self.writes += 1
 
     async def _collection(self, request: Request) -> JSONResponse:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if not self._authorized(request):
             return _status(401, "Unauthorized", "Unauthorized")
         ns = request.path_params["namespace"]
@@ -122,6 +128,8 @@ class LeaseApi:
         return JSONResponse(body, status_code=201)
 
     async def _item(self, request: Request) -> JSONResponse:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if not self._authorized(request):
             return _status(401, "Unauthorized", "Unauthorized")
         ns, name = request.path_params["namespace"], request.path_params["name"]
