@@ -360,6 +360,8 @@ class _Endpoint:
         self.samples: deque[tuple[float, int, int, float]] = deque(maxlen=128)
         self.closed_seconds = 0.0
         self.closed_minutes: dict[float, int] = {}
+        # (price, created, removed) of every removed replica, to bill as of a past moment
+        self.closed_spans: list[tuple[float, float, float]] = []
         self.served = 0
         self.lb_next = 0  # the next ready replica the endpoint URL's balancer sends a GET to
         self.rejected = 0
@@ -836,6 +838,7 @@ class Platform:
             secs = max(0.0, t - r.created_at)
             ep.closed_seconds += secs
             ep.closed_minutes[r.price] = ep.closed_minutes.get(r.price, 0) + _billed_minutes(secs)
+            ep.closed_spans.append((r.price, r.created_at, t))
             ep.removed_series[r.id] = t
         ep.replicas = [r for r in ep.replicas if id(r) not in gone]
         ep.unslotted = [r for r in ep.unslotted if id(r) not in gone]
@@ -1524,11 +1527,21 @@ class Platform:
         return sum(price * m / 60.0 for price, m in self.billed_minutes(ns, name, at=at).items())
 
     def billed_minutes(self, ns: str, name: str, *, at: float | None = None) -> dict[float, int]:
-        """Replica-minutes billed so far, by hourly price. `at` (not after now) bills the live
-        replicas as of then, to compare with a ledger's last look; removed replicas count whole."""
+        """Replica-minutes billed so far, by hourly price. `at` (not after now) bills every
+        replica as of then, to compare with a ledger's last look."""
         ep = self._ep(ns, name)
         t = self._now if at is None else min(at, self._now)
-        minutes = dict(ep.closed_minutes)
+        if t >= self._now:
+            minutes = dict(ep.closed_minutes)
+        else:
+            # A replica removed after `t` had only run until `t` then (the fault soak compares
+            # a ledger's last look with the bill as of then; counting it whole showed minutes
+            # that were not billed yet as lost).
+            minutes = {}
+            for price, created, removed in ep.closed_spans:
+                if created < t:
+                    m = _billed_minutes(min(removed, t) - created)
+                    minutes[price] = minutes.get(price, 0) + m
         for r in ep.replicas:
             minutes[r.price] = minutes.get(r.price, 0) + _billed_minutes(t - r.created_at)
         return minutes
