@@ -324,6 +324,8 @@ class Soak:
     def snapshot(self, why: str) -> None:
         """Each replica's ledger and the emulator's bill per endpoint, now: where a ledger
         starts to drift from the bill (which hand-over, which tick) shows in the timeline."""
+        if not self.args.timeline:
+            return
         now = self.clock.now()
         row: dict[str, Any] = {"wall": round(time.time() - self.wall0, 2), "why": why}
         row["virtual"] = round(now - self.wall0, 1)
@@ -386,7 +388,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     a, b = soak.replicas
     stop_sampling = asyncio.Event()
     sampler = asyncio.create_task(soak.sample_bounds(stop_sampling))
-    timeline = asyncio.create_task(soak.sample_timeline(stop_sampling))
+    timeline = asyncio.create_task(soak.sample_timeline(stop_sampling)) if args.timeline else None
     total = args.minutes * 60.0
     solo_until = wall0 + total * 0.55
     end = wall0 + total
@@ -468,7 +470,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await soak.stop(r)
         stop_sampling.set()
         await sampler
-        await timeline
+        if timeline is not None:
+            await timeline
         soak.snapshot("end")
         virtual_s = clock.now() - wall0
     finally:
@@ -542,7 +545,8 @@ def figures(
 ) -> dict[str, Any]:
     # the drift timeline (each replica's ledger against the bill, every second and at each
     # hand-over) is for finding where minutes go; it stays beside the logs
-    (work / "timeline.json").write_text(json.dumps(soak.timeline, indent=1) + "\n")
+    if soak.args.timeline:
+        (work / "timeline.json").write_text(json.dumps(soak.timeline, indent=1) + "\n")
     logs = [p for r in soak.replicas for p in r.logs]
     events, tracebacks = _log_events(logs)
     crashes = len(soak.crashes) + tracebacks
@@ -726,6 +730,12 @@ def main(argv: list[str] | None = None) -> int:
         "--first-kill-s",
         type=float,
         help="kill the lone daemon this many seconds in (default: random)",
+    )
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="write timeline.json to the workdir: each ledger against the bill every second "
+        "and at each hand-over (reads the daemons' SQLite files while they run)",
     )
     p.add_argument("--workdir", help="where the daemons' state and logs go (default: a temp dir)")
     args = p.parse_args(argv)
