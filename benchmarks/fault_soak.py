@@ -21,9 +21,8 @@ What it counts (every figure but the first must be 0):
 - out-of-bounds settings: a write, or an endpoint's replica bounds sampled every second, outside
   floor..ceiling or min > max;
 - lost and double-counted ledger minutes: the daemons' ledgers summed, per endpoint, against the
-  emulator's bill as of the ledgers' last look; the documented undercount of an unclean leader
-  hand-over (docs/operations.md, "What a kill -9 costs the ledger") is counted apart, up to its
-  bound;
+  emulator's bill as of the ledgers' last look (kill -9 hand-overs included: the new leader
+  resumes from the ledger watermark in the Lease, docs/operations.md);
 - self-mistaken-for-person events: any `human_override`/`human_pause` decision (no person acts);
 - calls inside a `Retry-After` (a listing sent by the same process before the wait ended);
 - token leaks: the HF token or the Kubernetes token in any log line, output or result file.
@@ -37,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform as pyplatform
 import random
@@ -591,16 +589,6 @@ def figures(
     solo = soak.solo_ledger
     solo_lost = sum(max(0, v["billed_min"] - v["ledger_min"]) for v in solo.values())
     solo_double = sum(max(0, v["ledger_min"] - v["billed_min"]) for v in solo.values())
-    speed = soak.args.speed
-    allowance = sum(
-        # minutes that begin between the old leader's last tick and the new leader's first
-        # (the hand-over plus up to a tick either side), and the one of a replica started in the
-        # tick it died in
-        n * (math.ceil((h["handover_s"] * speed + 2 * TICK_S) / 60.0) + 1)
-        for h in handovers
-        for n in h["replicas_running"].values()
-    )
-    handover_undercount = min(lost, allowance)
     text = "".join(p.read_text(errors="replace") for p in logs)
     leaks = text.count(TOKEN) + text.count(KUBE_TOKEN)
     injected: dict[str, int] = {}
@@ -623,10 +611,8 @@ def figures(
         "stale_windows": len(soak.stale),
         "out_of_bounds_settings": len(out_of_bounds),
         "out_of_bounds_detail": out_of_bounds[:20],
-        "ledger_lost_minutes": lost - handover_undercount,
+        "ledger_lost_minutes": lost,
         "ledger_double_counted_minutes": double,
-        "ledger_kill9_handover_undercount_minutes": handover_undercount,
-        "ledger_kill9_handover_bound_minutes": allowance,
         "ledger_per_endpoint": per_endpoint,
         "ledger_solo_part_lost_minutes": solo_lost,
         "ledger_solo_part_double_counted_minutes": solo_double,
@@ -699,10 +685,9 @@ def report_md(res: dict[str, Any]) -> str:
         f"Faults by kind (as applied by the proxies): {json.dumps(f['faults_by_proxy_kind'])}; "
         f"scheduled: {json.dumps(f['faults_scheduled_by_kind'])}.",
         "",
-        f"Kill -9 hand-over undercount (documented, counted apart): "
-        f"{f['ledger_kill9_handover_undercount_minutes']} replica-minutes "
-        f"(bound {f['ledger_kill9_handover_bound_minutes']}); hand-overs: "
-        f"{json.dumps([(h['killed'], h['took_over'], h['handover_s']) for h in f['handovers']])}.",
+        "Kill -9 of the leader, hand-overs (killed, took over, seconds): "
+        f"{json.dumps([(h['killed'], h['took_over'], h['handover_s']) for h in f['handovers']])}; "
+        "the new leader resumes from the Lease's ledger watermark (docs/operations.md).",
         "",
         "Ledger vs the emulator's bill (replica-minutes): "
         + ", ".join(

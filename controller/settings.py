@@ -357,6 +357,12 @@ class ElectionSettings(_Strict):
     )
     retry_period_s: float = Field(2.0, gt=0, le=600, description="Time between Lease rounds.")
     timeout_s: float = Field(5.0, gt=0, le=600, description="Deadline of one Lease round.")
+    watermark_max_bytes: int = Field(
+        200_000,
+        ge=1_000,
+        le=250_000,
+        description="Largest ledger watermark written into the Lease (annotations: 256 KiB).",
+    )
 
     @field_validator("api_url")
     @classmethod
@@ -465,6 +471,12 @@ class LedgerSettings(_Strict):
         2.0, ge=1, le=1000, description="A pause longer than this many ticks is an estimated gap."
     )
     timezone: str = Field("UTC", description="IANA zone for day and month boundaries.")
+    standby_buffer_ticks: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Listings a standby keeps to bill from the leader's watermark on take-over.",
+    )
 
     @field_validator("timezone")
     @classmethod

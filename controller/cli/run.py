@@ -103,6 +103,7 @@ async def _run_locked(
     server: MetricsServer | None = None
     listing = Listing()  # what each tick listed: the hints and budget coverage of --once
     tasks: list[asyncio.Task[None]] = []
+    lease_stop = asyncio.Event()
     try:
         async with make_client(settings, on_call=metrics.record_call) as client:
             if cost is not None and settings.pricing.refresh_from_api:
@@ -157,7 +158,10 @@ async def _run_locked(
             stop = asyncio.Event()
             if elector is not None:
                 wire_election(gov, elector, metrics)
-                tasks.append(asyncio.create_task(elector.run(stop), name="governor-election"))
+                # The Lease is released after the loop's last tick, whose watermark it carries.
+                tasks.append(
+                    asyncio.create_task(elector.run(lease_stop), name="governor-election")
+                )
             else:
                 metrics.set_leader(settings.election.identity or socket.gethostname(), True, None)
             if settings.server.enabled:
@@ -202,6 +206,7 @@ async def _run_locked(
     finally:
         if not once:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        lease_stop.set()
         for t in tasks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(t, 10)

@@ -23,6 +23,15 @@ flagged `estimated`, and the gap itself is kept in `ledger_gap` (exported as
 
 An endpoint Governor has never seen is recorded from its first sighting (or from its creation if
 that was within the gap threshold).
+
+**Under leader election** only the leader records. After every tick it publishes its ledger's
+state (`watermark`: per endpoint the billed-through time and the replicas with their billed
+minutes) in the Lease; a standby records nothing and keeps its listings (`standby_buffer_ticks`).
+A standby that takes over adopts the Lease's watermark and replays its own listings from there
+(`take_over`), so the minutes between the old leader's last record and the take-over are billed
+once. Spend a leader records but has not yet seen published is also kept in
+`ledger_unpublished`; if a successor billed from an older watermark (the leader was killed
+between its commit and its publish), those minutes are taken back (`undo_after`).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +105,14 @@ CREATE TABLE IF NOT EXISTS ledger_gap (
     t_to REAL NOT NULL,
     replicas INTEGER NOT NULL,
     PRIMARY KEY (key, t_from)
+);
+CREATE TABLE IF NOT EXISTS ledger_unpublished (
+    at REAL NOT NULL,
+    key TEXT NOT NULL,
+    day TEXT NOT NULL,
+    price REAL NOT NULL,
+    estimated INTEGER NOT NULL,
+    minutes INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS ledger_profile (
     key TEXT NOT NULL,
@@ -185,6 +203,7 @@ class Ledger:
         gap_ticks: float = 2.0,
         timezone: str = "UTC",
         readonly: bool = False,
+        standby_buffer_ticks: int = 64,
     ) -> None:
         self.path = Path(path)
         self.prices = prices
@@ -194,6 +213,10 @@ class Ledger:
         self.tz = ZoneInfo(timezone)
         self.readonly = readonly
         self._eps: dict[str, _EpState] = {}
+        # A standby's listings since the leader's last published watermark (leader election).
+        self._buffer: deque[tuple[float, list[Endpoint]]] = deque(maxlen=standby_buffer_ticks)
+        # Under election the leader keeps each tick's spend until its watermark is published.
+        self.track_unpublished = False
         # The forecast profiles, mirrored in memory once read (see `profiles`).
         self._profiles: dict[str, tuple[SlotArray, SlotArray, set[int]]] | None = None
         try:
@@ -257,12 +280,19 @@ class Ledger:
     def observe(self, endpoints: Sequence[Endpoint], *, now: float, record: bool = True) -> None:
         """Record every listed endpoint's spend up to `now`, in one transaction.
 
-        With `record=False` (a standby under leader election) the replicas are followed and
-        their minutes counted as billed, but no spend is written: the leader bills them. A standby
-        that takes over then goes on from where the account is, instead of billing again the
-        minutes the old leader had already recorded."""
+        With `record=False` (a standby under leader election) nothing is recorded: the listing is
+        kept for `take_over`, which bills from the leader's watermark with it."""
         if self.readonly:
             raise RuntimeError("ledger opened read-only")
+        if not record:
+            self._buffer.append((now, list(endpoints)))
+            return
+        self._observe(endpoints, now=now, record=True)
+
+    def _observe(self, endpoints: Sequence[Endpoint], *, now: float, record: bool) -> None:
+        """Advance every listed endpoint to `now`; with `record=False` the replicas are followed
+        and their minutes counted as billed but no spend is written (a leader that left no
+        watermark: an older Governor)."""
         spend: dict[tuple[str, str, float, int], int] = {}
         gaps: list[tuple[str, float, float, int]] = []
         prof: dict[tuple[str, int], list[float]] = {}
@@ -287,6 +317,12 @@ class Ledger:
                 "minutes = minutes + excluded.minutes",
                 [(k, d, p, e, m) for (k, d, p, e), m in spend.items() if m],
             )
+            if self.track_unpublished:
+                self._db.executemany(
+                    "INSERT INTO ledger_unpublished (at, key, day, price, estimated, minutes) "
+                    "VALUES (?,?,?,?,?,?)",
+                    [(now, k, d, p, e, m) for (k, d, p, e), m in spend.items() if m],
+                )
             self._db.executemany(
                 "INSERT OR REPLACE INTO ledger_gap (key, t_from, t_to, replicas) VALUES (?,?,?,?)",
                 gaps,
@@ -432,6 +468,108 @@ class Ledger:
             spend[b] = spend.get(b, 0) + (last - k + 1)
             k = last + 1
         rep.minutes = max(rep.minutes, target)
+
+    # -- leader election: the watermark, the take-over, unpublished spend ----------------------
+
+    def watermark(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint, what this ledger has billed: the state `take_over` resumes from."""
+        return {
+            k: {**st.to_json(), "last_observed": st.last_observed} for k, st in self._eps.items()
+        }
+
+    def take_over(
+        self,
+        watermark: dict[str, dict[str, Any]] | None,
+        *,
+        since: float | None,
+        complete: bool = True,
+        record: bool = True,
+    ) -> int:
+        """Become the leader's ledger: adopt the old leader's `watermark` (taken at `since`),
+        then bill the standby's own listings after it. Returns how many listings were replayed.
+
+        With no watermark the ledger resumes from its own last record (a new Lease, or its own
+        before a restart); `record=False` follows the listings without billing them (the Lease
+        was held by a leader that published nothing: it billed them)."""
+        if self.readonly:
+            raise RuntimeError("ledger opened read-only")
+        if watermark is not None:
+            adopted: dict[str, _EpState] = {}
+            for key, d in watermark.items():
+                try:
+                    adopted[key] = _EpState.from_json(key, d, float(d["last_observed"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("ledger_watermark_row_unreadable", endpoint=key, error=str(exc))
+            if complete:
+                # An endpoint the old leader did not know is new since: it starts from scratch.
+                self._eps = adopted
+            else:
+                self._eps.update(adopted)
+            self._save_states()
+        cut = -math.inf if since is None else since
+        replay = [(t, eps) for t, eps in self._buffer if t > cut]
+        self._buffer.clear()
+        for t, eps in replay:
+            self._observe(eps, now=t, record=record)
+        return len(replay)
+
+    def prune_buffer(self, through: float) -> None:
+        """Forget the standby's listings the leader has billed (its watermark is at `through`)."""
+        while self._buffer and self._buffer[0][0] <= through:
+            self._buffer.popleft()
+
+    def _save_states(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("DELETE FROM ledger_endpoint")
+            self._db.executemany(
+                "INSERT INTO ledger_endpoint (key, data, last_observed) VALUES (?,?,?)",
+                [(s.key, json.dumps(s.to_json()), s.last_observed) for s in self._eps.values()],
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def unpublished_at(self) -> list[float]:
+        """The ticks whose spend is recorded but not yet known to be in a published watermark."""
+        rows = self._db.execute("SELECT DISTINCT at FROM ledger_unpublished ORDER BY at")
+        return [r[0] for r in rows]
+
+    def confirm_through(self, at: float) -> None:
+        """Spend up to `at` is in a published watermark: a successor resumes after it."""
+        self._db.execute("DELETE FROM ledger_unpublished WHERE at <= ?", (at,))
+
+    def undo_after(self, at: float) -> int:
+        """Take back the spend recorded after `at` that no watermark carried: a successor billed
+        those minutes from the watermark at `at`. Returns the replica-minutes taken back."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._db.execute(
+                "SELECT key, day, price, estimated, SUM(minutes) FROM ledger_unpublished "
+                "WHERE at > ? GROUP BY key, day, price, estimated",
+                (at,),
+            ).fetchall()
+            self._db.executemany(
+                "UPDATE ledger_spend SET minutes = MAX(0, minutes - ?) "
+                "WHERE key = ? AND day = ? AND price = ? AND estimated = ?",
+                [(m, k, d, p, e) for k, d, p, e, m in rows],
+            )
+            self._db.execute("DELETE FROM ledger_unpublished WHERE at > ?", (at,))
+            self._db.execute("DELETE FROM ledger_unpublished WHERE at <= ?", (at,))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        undone = sum(int(r[4]) for r in rows)
+        if undone:
+            log.warning(
+                "ledger_unpublished_undone",
+                after=at,
+                replica_minutes=undone,
+                detail="a successor billed these minutes from an older watermark",
+            )
+        return undone
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -618,6 +756,7 @@ class CostTracker:
             gap_ticks=lg.gap_ticks,
             timezone=lg.timezone,
             readonly=readonly,
+            standby_buffer_ticks=lg.standby_buffer_ticks,
         )
         return cls(settings, ledger)
 

@@ -17,15 +17,27 @@ client-go's `leaderelection` with a `LeaseLock`:
 The leader also writes the management API identity its writes carry (`updatedBy`) into an
 annotation, so a standby that takes over knows the leader's writes were Governor's own and not a
 person's.
+
+**The ledger watermark.** After every tick the leader publishes its ledger's state (per endpoint:
+billed-through time, replicas, billed minutes) in the annotation `ledger-watermark` (zlib and
+base64, at most `election.watermark_max_bytes`), with the same GET and `resourceVersion` PUT as a
+renewal. A replica that wins the Lease records in `ledger-handover` whom it took it from and which
+watermark it resumes from, in the same write: the loser of a kill -9 reads that when it comes
+back and takes back any spend it recorded after that watermark (`LedgerHandoff`). So a hand-over
+neither loses nor double-counts a minute, wherever the kill lands.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
+import math
 import os
 import ssl
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +51,7 @@ from controller.clock import Clock, WallClock
 from controller.errors import ConfigError
 
 if TYPE_CHECKING:
+    from controller.cost.ledger import Ledger
     from controller.daemon.exporter import Metrics
     from controller.daemon.loop import Governor
     from controller.settings import ElectionSettings
@@ -47,6 +60,8 @@ __all__ = [
     "API_IDENTITY_ANNOTATION",
     "LeaseConfig",
     "LeaseElector",
+    "LedgerHandoff",
+    "Takeover",
     "lease_config",
     "wire_election",
 ]
@@ -54,6 +69,8 @@ __all__ = [
 log = structlog.get_logger("governor.election")
 
 API_IDENTITY_ANNOTATION = "governor.huggingface.co/api-identity"
+WATERMARK_ANNOTATION = "governor.huggingface.co/ledger-watermark"
+HANDOVER_ANNOTATION = "governor.huggingface.co/ledger-handover"
 _SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -71,6 +88,44 @@ class LeaseConfig:
     renew_deadline_s: float
     retry_period_s: float
     timeout_s: float
+    watermark_max_bytes: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """What the Lease said when this replica won it: the ledger resumes from it."""
+
+    previous_holder: str | None
+    watermark: dict[str, Any] | None  # the decoded `ledger-watermark` (holder, at, endpoints)
+    handover: dict[str, Any] | None  # the `ledger-handover` written before this one
+
+
+def encode_watermark(doc: dict[str, Any], max_bytes: int) -> tuple[str, int]:
+    """The annotation value, and how many endpoints had to be left out to fit `max_bytes`
+    (Kubernetes caps an object's annotations at 256 KiB)."""
+    eps = dict(doc.get("endpoints") or {})
+    keys = sorted(eps)
+    keep = len(keys)
+    while True:
+        body = {**doc, "endpoints": {k: eps[k] for k in keys[:keep]}, "complete": keep == len(keys)}
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        text = base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+        if len(text) <= max_bytes or keep == 0:
+            return text, len(keys) - keep
+        keep = min(keep - 1, int(keep * max_bytes / len(text) * 0.95))
+
+
+def decode_watermark(text: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(zlib.decompress(base64.b64decode(text, validate=True)))
+    except (ValueError, zlib.error, TypeError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("endpoints"), dict):
+        return None
+    at = doc.get("at")
+    if not isinstance(at, int | float) or not math.isfinite(at):
+        return None
+    return doc
 
 
 def _read(path: Path, what: str) -> str:
@@ -116,6 +171,7 @@ def lease_config(es: ElectionSettings, env: dict[str, str] | None = None) -> Lea
         renew_deadline_s=es.renew_deadline_s,
         retry_period_s=es.retry_period_s,
         timeout_s=es.timeout_s,
+        watermark_max_bytes=es.watermark_max_bytes,
     )
 
 
@@ -164,6 +220,16 @@ class LeaseElector:
         self._renewed_at: float | None = None
         self._leading = False
         self.errors = 0
+        # Rounds, publishes and the release each GET then PUT: one at a time, or they would
+        # answer each other's writes with 409s.
+        self._lock = asyncio.Lock()
+        # The ledger annotations as last read, and what the Lease said when this replica won it
+        # (taken by the loop at its next tick).
+        self._watermark_text: str | None = None
+        self.watermark: dict[str, Any] | None = None
+        self.handover: dict[str, Any] | None = None
+        self.takeover: Takeover | None = None
+        self._left_out_logged = False
         # Set once the first round is over (won, lost or failed): the loop's first tick waits
         # for it, so a replica that will lead does not bill its first interval as a standby.
         self.first_round = asyncio.Event()
@@ -233,11 +299,12 @@ class LeaseElector:
 
         The whole round (GET and PUT) has one deadline, `timeout_s`: a slow API server must not
         keep a leader believing it still leads."""
-        try:
-            async with asyncio.timeout(self.cfg.timeout_s):
-                return await self._round()
-        except TimeoutError:
-            return self._failed(f"lease round took longer than {self.cfg.timeout_s:g}s")
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.cfg.timeout_s):
+                    return await self._round()
+            except TimeoutError:
+                return self._failed(f"lease round took longer than {self.cfg.timeout_s:g}s")
 
     async def _round(self) -> bool:
         try:
@@ -252,7 +319,10 @@ class LeaseElector:
                 created = await self._http.post(
                     self._path.rsplit("/", 1)[0], json=body, headers=self._headers()
                 )
-                return self._after_write(created, None)
+                ok = self._after_write(created, None)
+                if ok:
+                    self.takeover = Takeover(None, None, None)
+                return ok
             if resp.status_code != 200:
                 return self._failed(f"GET lease: HTTP {resp.status_code}")
             lease = resp.json()
@@ -265,14 +335,30 @@ class LeaseElector:
             ):
                 self._set_leading(False, f"held by {holder}")
                 return False
+            meta = self._metadata(lease)
+            taking = holder != self.identity or not self.is_leader()
+            if holder != self.identity:
+                # Whom the Lease is taken from and which watermark the ledger resumes from, in
+                # the same write that takes it: the old holder reads it when it comes back.
+                w = self.watermark
+                mark = {
+                    "from": holder or None,
+                    "w_holder": None if w is None else w.get("holder"),
+                    "at": None if w is None else w.get("at"),
+                }
+                meta.setdefault("annotations", {})[HANDOVER_ANNOTATION] = json.dumps(mark)
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": self._metadata(lease),
+                "metadata": meta,
                 "spec": self._spec(lease),
             }
+            won = Takeover(holder or None, self.watermark, self.handover) if taking else None
             put = await self._http.put(self._path, json=body, headers=self._headers())
-            return self._after_write(put, lease)
+            ok = self._after_write(put, lease)
+            if ok and won is not None:
+                self.takeover = won
+            return ok
         except (httpx.HTTPError, ValueError) as exc:
             return self._failed(f"{type(exc).__name__}: {exc}")
 
@@ -290,6 +376,13 @@ class LeaseElector:
         ann = (lease.get("metadata") or {}).get("annotations") or {}
         if ann.get(API_IDENTITY_ANNOTATION):
             self.observed_api_identity = ann[API_IDENTITY_ANNOTATION]
+        text = ann.get(WATERMARK_ANNOTATION)
+        if text != self._watermark_text:
+            self._watermark_text = text
+            self.watermark = decode_watermark(text) if isinstance(text, str) else None
+            if text and self.watermark is None:
+                log.warning("ledger_watermark_unreadable", lease=self.cfg.name)
+        self.handover = _handover(ann.get(HANDOVER_ANNOTATION))
 
     def _after_write(self, resp: httpx.Response, prev: dict[str, Any] | None) -> bool:
         if resp.status_code == 409:
@@ -323,8 +416,55 @@ class LeaseElector:
             if self.on_change is not None:
                 self.on_change(self)
 
+    async def publish(self, doc: dict[str, Any]) -> bool:
+        """Write the ledger watermark `doc` into the Lease (a renewal too); True once the API
+        server has it. Only while leading, and only onto a Lease this replica holds."""
+        text, left_out = encode_watermark(doc, self.cfg.watermark_max_bytes)
+        if left_out and not self._left_out_logged:
+            self._left_out_logged = True
+            log.error(
+                "ledger_watermark_truncated",
+                endpoints_left_out=left_out,
+                limit_bytes=self.cfg.watermark_max_bytes,
+                detail="a take-over bills these endpoints from the standby's listings only",
+            )
+        async with self._lock:
+            if not self.is_leader():
+                return False
+            try:
+                async with asyncio.timeout(self.cfg.timeout_s):
+                    resp = await self._http.get(self._path, headers=self._headers())
+                    if resp.status_code != 200:
+                        return False
+                    lease = resp.json()
+                    if self._record(lease)["holderIdentity"] != self.identity:
+                        return False
+                    meta = self._metadata(lease)
+                    meta.setdefault("annotations", {})[WATERMARK_ANNOTATION] = text
+                    body = {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": meta,
+                        "spec": self._spec(lease),
+                    }
+                    put = await self._http.put(self._path, json=body, headers=self._headers())
+            except (TimeoutError, httpx.HTTPError, ValueError) as exc:
+                log.warning("ledger_watermark_not_published", error=f"{type(exc).__name__}")
+                return False
+            if put.status_code != 200:
+                log.warning("ledger_watermark_not_published", error=f"HTTP {put.status_code}")
+                return False
+            with contextlib.suppress(ValueError):
+                self._observe(put.json())
+            self._renewed_at = self._mono()
+            return True
+
     async def release(self) -> None:
         """On a clean shutdown: give the Lease up (empty holder) so a standby takes it at once."""
+        async with self._lock:
+            await self._release()
+
+    async def _release(self) -> None:
         if not self.is_leader():
             return
         self._set_leading(False, "released")
@@ -371,9 +511,87 @@ def _monotonic() -> float:
     return time.monotonic()
 
 
+def _handover(text: Any) -> dict[str, Any] | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        mark = json.loads(text)
+    except ValueError:
+        return None
+    return mark if isinstance(mark, dict) else None
+
+
+class LedgerHandoff:
+    """The ledger's side of the election, run by the loop around each tick's billing.
+
+    Leading: on the first tick after winning the Lease, take back this replica's own spend that
+    the watermark it resumes from does not carry, adopt that watermark and bill the listings seen
+    as a standby after it (`Ledger.take_over`); after each tick, publish the watermark and mark
+    the tick's spend as carried. Standby: when the Lease says a successor resumed from a
+    watermark of this replica's, take back what this replica recorded after it (it was killed
+    between a commit and a publish); forget the listings the leader has billed."""
+
+    def __init__(self, elector: LeaseElector, ledger: Ledger) -> None:
+        self.elector = elector
+        self.ledger = ledger
+        ledger.track_unpublished = True
+
+    def _resolve_against(self, handover: dict[str, Any] | None) -> None:
+        if handover is None or handover.get("from") != self.elector.identity:
+            return
+        at = handover.get("at")
+        if isinstance(at, int | float):
+            self.ledger.undo_after(at)
+        else:
+            # The successor found no watermark and followed the account without billing it,
+            # trusting this replica's record: keep it.
+            self.ledger.confirm_through(math.inf)
+
+    def before_billing(self) -> None:
+        t = self.elector.takeover
+        if t is None:
+            return
+        self.elector.takeover = None
+        me = self.elector.identity
+        self._resolve_against(t.handover)
+        w = t.watermark
+        if w is not None:
+            at = float(w["at"])
+            self.ledger.undo_after(at)
+            n = self.ledger.take_over(
+                w["endpoints"], since=at, complete=bool(w.get("complete", True))
+            )
+        else:
+            # No watermark: a new Lease, or one held by a Governor that published none (it
+            # billed what it saw: follow the standby's listings without billing them).
+            self.ledger.confirm_through(math.inf)
+            other = t.previous_holder not in (None, me)
+            n = self.ledger.take_over(None, since=None, record=not other)
+        log.info(
+            "ledger_take_over",
+            previous_holder=t.previous_holder,
+            watermark_of=None if w is None else w.get("holder"),
+            watermark_at=None if w is None else w.get("at"),
+            listings_replayed=n,
+        )
+
+    async def after_billing(self, now: float) -> None:
+        doc = {"v": 1, "holder": self.elector.identity, "at": now}
+        doc["endpoints"] = self.ledger.watermark()
+        if await self.elector.publish(doc):
+            self.ledger.confirm_through(now)
+
+    def as_standby(self) -> None:
+        self._resolve_against(self.elector.handover)
+        w = self.elector.watermark
+        if w is not None and w.get("holder") == self.elector.holder:
+            self.ledger.prune_buffer(float(w["at"]))
+
+
 def wire_election(gov: Governor, elector: LeaseElector, metrics: Metrics) -> None:
     """Connect a Governor to the elector: leadership to the metrics, the API identity both ways
-    (the leader publishes what its writes carry, a standby learns it before it ever writes)."""
+    (the leader publishes what its writes carry, a standby learns it before it ever writes), and
+    the ledger's watermark and take-over."""
     elector.api_identity = gov.identity
 
     def changed(e: LeaseElector) -> None:
@@ -385,4 +603,6 @@ def wire_election(gov: Governor, elector: LeaseElector, metrics: Metrics) -> Non
     elector.on_change = changed
     gov.learn_identity = lambda: elector.observed_api_identity
     gov.on_identity = publish
+    if gov.cost is not None:
+        gov.handoff = LedgerHandoff(elector, gov.cost.ledger)
     metrics.set_leader(elector.identity, False, None)

@@ -45,6 +45,7 @@ from policies.registry import build_policy
 
 if TYPE_CHECKING:
     from controller.daemon.autopilot import AutopilotRunner
+    from controller.daemon.election import LedgerHandoff
     from controller.daemon.rightsize import RightsizeRunner
 
 __all__ = ["Governor", "TickEntry", "TickObserver", "TickReport", "tune_gc"]
@@ -177,6 +178,9 @@ class Governor:
         # The last believed targetReplica per endpoint (a lowered maxReplica lags behind it).
         self._believed_target: dict[str, int] = {}
         self.on_identity: Callable[[str], None] | None = None
+        # Leader election's share of the ledger: the watermark published after each leading
+        # tick, the take-over from it (daemon/election.py).
+        self.handoff: LedgerHandoff | None = None
 
     def reconfigure(self, settings: Settings) -> None:
         """Put a reloaded config in force between ticks (daemon/reload.py has already refused
@@ -271,6 +275,32 @@ class Governor:
             log.warning("endpoint_implausible", endpoint=ep.key, error=why)
         return kept
 
+    async def _observe(
+        self, endpoints: list[Endpoint], report: TickReport, now: float
+    ) -> None:
+        """Hand the listing to the observers. Only the leader bills: a standby's ledger keeps
+        the listing, and the leader's first tick resumes from its predecessor's watermark with
+        them; the leader publishes its own after every tick (daemon/election.py)."""
+        handoff = self.handoff
+        for obs in self.observers:
+            billing = obs is self.cost and handoff is not None
+            try:
+                if report.leading:
+                    if billing:
+                        handoff.before_billing()  # type: ignore[union-attr]
+                    obs.observe(endpoints, now=now)
+                elif isinstance(obs, CostTracker):
+                    obs.observe(endpoints, now=now, record=False)
+                    if billing:
+                        handoff.as_standby()  # type: ignore[union-attr]
+            except Exception:
+                log.exception("observer_failed", observer=type(obs).__name__)
+        if report.leading and handoff is not None and self.cost is not None:
+            try:
+                await handoff.after_billing(now)
+            except Exception:
+                log.exception("ledger_watermark_failed")
+
     def _skip(self, report: TickReport, phase: str, n: int) -> None:
         if n > 0:
             report.skipped[phase] = report.skipped.get(phase, 0) + n
@@ -289,16 +319,7 @@ class Governor:
             endpoints = await self._discover(report, deadline)
             if report.failed is not None:
                 return self._failed_tick(report, started)
-            for obs in self.observers:
-                try:
-                    if report.leading:
-                        obs.observe(endpoints, now=now)
-                    elif isinstance(obs, CostTracker):
-                        # Only the leader bills; a standby follows the replicas without writing
-                        # spend, so a take-over neither re-bills nor loses minutes.
-                        obs.observe(endpoints, now=now, record=False)
-                except Exception:
-                    log.exception("observer_failed", observer=type(obs).__name__)
+            await self._observe(endpoints, report, now)
             managed: list[Endpoint] = []
             for ep in endpoints:
                 if s.is_managed(ep.namespace or "", ep.name, ep.tags):
