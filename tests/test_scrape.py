@@ -8,6 +8,7 @@ import math
 import httpx
 import pydantic
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from controller.clock import VirtualClock
@@ -15,6 +16,16 @@ from controller.errors import AuthError, FeedParseError, FeedUnavailable
 from controller.platform.client import EndpointsClient
 from controller.platform.scrape import Scraper, parse_feed
 from controller.platform.signals import FeedMapping, FeedSample, status_class
+
+
+@pytest.fixture(autouse=True)
+def _default_logging():
+    """These tests read debug events with `capture_logs`: a test that ran `main()` in this
+    worker before leaves logging filtered at its level (a flake seen under xdist)."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
 
 # Verbatim from the platform docs (hf-endpoints-api.md): counter without `_total`, `# UNIT`, no EOF.
 DOCS_SAMPLE = """\
