@@ -200,3 +200,42 @@ async def test_kill_9_between_commit_and_publish_is_neither_lost_nor_double_coun
                     await e.aclose()
             a.close()
             b.close()
+
+
+async def test_a_leader_killed_before_its_first_tick_leaves_its_record_to_the_successor(tmp_path):
+    """a has billed alone (no election), wins a new Lease and is killed before its first tick
+    as leader; b resumes from the ledger state a wrote into the Lease as it won it. Before, b
+    found no watermark and the minutes since a's last record were in no ledger."""
+    p = _world()
+    mono = Mono()
+    a, b = _ledger(tmp_path, "a"), _ledger(tmp_path, "b")
+    for k in range(12):
+        t = T0 + 1.0 + k * TICK
+        a.observe(_listing(p, t), now=t)
+    async with LeaseServer(LeaseApi()) as srv:
+        ea = LeaseElector(_cfg(srv.url, "a"), monotonic=mono)
+        eb = LeaseElector(_cfg(srv.url, "b"), monotonic=mono)
+        LedgerHandoff(ea, a)
+        hb = LedgerHandoff(eb, b)
+        try:
+            assert await ea.try_acquire_or_renew()
+            for k in range(8, 16):  # b lists from two minutes on (it started later)
+                if k == 10:
+                    _scale(p, t + 9 * TICK + 10.0, 3)  # while nobody bills
+                mono.t += 1.0
+                assert not await eb.try_acquire_or_renew()
+                b.observe(_listing(p, t + k * TICK), now=t + k * TICK, record=False)
+                hb.as_standby()
+            mono.t += 16.0  # a is gone: its record unchanged for a lease period
+            assert await eb.try_acquire_or_renew()
+            t_b = t + 16 * TICK
+            hb.before_billing()
+            b.observe(_listing(p, t_b), now=t_b)
+            await hb.after_billing(t_b)
+        finally:
+            await ea.aclose()
+            await eb.aclose()
+    assert _minutes(b) > 0
+    assert _minutes(a) + _minutes(b) == _bill(p, t_b)
+    a.close()
+    b.close()

@@ -229,6 +229,8 @@ class LeaseElector:
         self.watermark: dict[str, Any] | None = None
         self.handover: dict[str, Any] | None = None
         self.takeover: Takeover | None = None
+        # This replica's ledger state as a watermark document (set by LedgerHandoff).
+        self.own_watermark: Callable[[], dict[str, Any]] | None = None
         self._left_out_logged = False
         # Set once the first round is over (won, lost or failed): the loop's first tick waits
         # for it, so a replica that will lead does not bill its first interval as a standby.
@@ -313,7 +315,7 @@ class LeaseElector:
                 body = {
                     "apiVersion": "coordination.k8s.io/v1",
                     "kind": "Lease",
-                    "metadata": self._metadata(None),
+                    "metadata": self._with_own_watermark(self._metadata(None)),
                     "spec": self._spec(None),
                 }
                 created = await self._http.post(
@@ -337,6 +339,8 @@ class LeaseElector:
                 return False
             meta = self._metadata(lease)
             taking = holder != self.identity or not self.is_leader()
+            if taking and self.watermark is None:
+                meta = self._with_own_watermark(meta)
             if holder != self.identity:
                 # Whom the Lease is taken from and which watermark the ledger resumes from, in
                 # the same write that takes it: the old holder reads it when it comes back.
@@ -415,6 +419,17 @@ class LeaseElector:
             )
             if self.on_change is not None:
                 self.on_change(self)
+
+    def _with_own_watermark(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """A Lease won with no watermark gets this replica's own ledger state in the same write:
+        if it is killed before its first tick, the successor resumes from there instead of from
+        nothing (a fault soak lost the minutes of a leader that never finished a tick)."""
+        if self.own_watermark is None:
+            return meta
+        doc = self.own_watermark()
+        text, _ = encode_watermark(doc, self.cfg.watermark_max_bytes)
+        meta.setdefault("annotations", {})[WATERMARK_ANNOTATION] = text
+        return meta
 
     async def publish(self, doc: dict[str, Any]) -> bool:
         """Write the ledger watermark `doc` into the Lease (a renewal too); True once the API
@@ -535,6 +550,14 @@ class LedgerHandoff:
         self.elector = elector
         self.ledger = ledger
         ledger.track_unpublished = True
+        elector.own_watermark = self._own
+
+    def _own(self) -> dict[str, Any]:
+        eps = self.ledger.watermark()
+        at = max((float(d["last_observed"]) for d in eps.values()), default=None)
+        if at is None:
+            at = self.elector.clock.now()
+        return {"v": 1, "holder": self.elector.identity, "at": at, "endpoints": eps}
 
     def _resolve_against(self, handover: dict[str, Any] | None) -> None:
         if handover is None or handover.get("from") != self.elector.identity:
@@ -552,7 +575,6 @@ class LedgerHandoff:
         if t is None:
             return
         self.elector.takeover = None
-        me = self.elector.identity
         self._resolve_against(t.handover)
         w = t.watermark
         if w is not None:
@@ -562,11 +584,10 @@ class LedgerHandoff:
                 w["endpoints"], since=at, complete=bool(w.get("complete", True))
             )
         else:
-            # No watermark: a new Lease, or one held by a Governor that published none (it
-            # billed what it saw: follow the standby's listings without billing them).
+            # No watermark was there: this replica wrote its own into the Lease as it won it
+            # (`_with_own_watermark`), so it resumes from its own record.
             self.ledger.confirm_through(math.inf)
-            other = t.previous_holder not in (None, me)
-            n = self.ledger.take_over(None, since=None, record=not other)
+            n = self.ledger.take_over(None, since=None)
         log.info(
             "ledger_take_over",
             previous_holder=t.previous_holder,
