@@ -488,9 +488,9 @@ class Ledger:
         """Become the leader's ledger: adopt the old leader's `watermark` (taken at `since`),
         then bill the standby's own listings after it. Returns how many listings were replayed.
 
-        With no watermark the ledger resumes from its own last record (a new Lease, or its own
-        before a restart); `record=False` follows the listings without billing them (the Lease
-        was held by a leader that published nothing: it billed them)."""
+        With no watermark the ledger resumes from its own last record (the winner of a Lease with
+        no watermark wrote its own there); `record=False` follows the listings without billing
+        them."""
         if self.readonly:
             raise RuntimeError("ledger opened read-only")
         if watermark is not None:
