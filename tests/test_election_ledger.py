@@ -63,6 +63,10 @@ class World:
             "state": {"path": str(d / "state.sqlite")},
             "log": {"format": "json", "level": "info"},
             "defaults": {"floor": 2, "ceiling": 2},
+            # The emulator creates these endpoints ready (no pending phase) and a loaded machine
+            # can see one first after the gap threshold: bill them from their creation, so the
+            # ledger's replica starts are the platform's and the comparison is exact.
+            "ledger": {"pending_s": 0, "gap_ticks": 1000},
         }
         if election:
             (d / "sa-token").write_text(KUBE_TOKEN + "\n")
