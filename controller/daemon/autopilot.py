@@ -20,7 +20,6 @@ Nothing runs unless `autopilot.enabled`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from controller.daemon.replays import OneReplay, instance_of
 from controller.daemon.store import DemandMinute, StateStore
 from controller.platform.models import Endpoint
 
@@ -89,8 +89,7 @@ class AutopilotRunner:
                 self.state[key] = InForce(**json.loads(data))
             except (TypeError, ValueError) as exc:
                 log.warning("autopilot_row_unreadable", endpoint=key, error=str(exc))
-        self._task: asyncio.Future[Any] | None = None
-        self._task_key: str | None = None
+        self._replay = OneReplay(log, "autopilot_replay_failed")
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         return {k: override_for(s.safety) for k, s in self.state.items() if s.safety is not None}
@@ -113,7 +112,7 @@ class AutopilotRunner:
         self._harvest(gov, now)
         for ep in managed:
             self._check_revert(gov, ep, now)
-        if self._task is None:
+        if self._replay.idle:
             self._start_next(gov, managed, now)
         gov.overrides.update(self.overrides())
         for key, st in self.state.items():
@@ -121,16 +120,10 @@ class AutopilotRunner:
                 gov.overrides.pop(key, None)
 
     def _harvest(self, gov: Governor, now: float) -> None:
-        if self._task is None or not self._task.done():
+        done = self._replay.take()
+        if done is None:
             return
-        key, task = self._task_key, self._task
-        self._task, self._task_key = None, None
-        assert key is not None
-        try:
-            adoption = task.result()
-        except Exception as exc:  # a failed replay changes nothing
-            log.warning("autopilot_replay_failed", endpoint=key, error=str(exc))
-            return
+        key, adoption = done
         if adoption is None:
             return
         st = self.state.setdefault(key, InForce())
@@ -187,13 +180,11 @@ class AutopilotRunner:
                 continue
             mem = gov.memory.get(ep.key)
             pmem = dict(mem.policy_memory.get("slo_target", {})) if mem else {}
-            instance = f"{ep.provider.vendor}/{ep.compute.instance_type}/{ep.compute.instance_size}"
+            instance = instance_of(ep)
             self.state.setdefault(ep.key, InForce()).last_run_at = now
             self._save(ep.key)
-            loop = asyncio.get_running_loop()
-            self._task_key = ep.key
-            self._task = loop.run_in_executor(
-                None,
+            self._replay.start(
+                ep.key,
                 lambda es=es, rows=rows, pmem=pmem, key=ep.key, inst=instance: self.planner(
                     key, es, rows, pmem, instance=inst, at=now, max_step=a.max_step
                 ),
@@ -202,5 +193,4 @@ class AutopilotRunner:
 
     async def wait(self) -> None:
         """Wait for a replay in flight (tests, shutdown)."""
-        if self._task is not None:
-            await asyncio.wait({self._task})
+        await self._replay.wait()

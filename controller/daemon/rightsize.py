@@ -28,7 +28,6 @@ new instance against the service time measured on the old one, scaled as the rep
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from controller.daemon.autopilot import live_attainment
+from controller.daemon.replays import OneReplay, instance_of
 from controller.daemon.store import StateStore
 from controller.errors import GovernorError
 from controller.platform.models import Endpoint, EndpointState
@@ -53,11 +53,6 @@ S = EndpointState
 # (key, endpoint settings, recorded minutes, slo_target memory, right_sizing memory, *, instance,
 # at) -> a Recommendation (policies.right_sizing) or None
 Evaluator = Callable[..., Any]
-
-
-def instance_of(ep: Endpoint) -> str:
-    c = ep.compute
-    return f"{ep.provider.vendor}/{c.instance_type}/{c.instance_size}"
 
 
 @dataclass
@@ -141,8 +136,7 @@ class RightsizeRunner:
                     self.state[key] = SizingState(**json.loads(data))
                 except (TypeError, ValueError) as exc:
                     log.warning("rightsize_row_unreadable", endpoint=key, error=str(exc))
-        self._task: asyncio.Future[Any] | None = None
-        self._task_key: str | None = None
+        self._replay = OneReplay(log, "rightsize_replay_failed")
 
     # -- records ------------------------------------------------------------------------------
 
@@ -190,7 +184,7 @@ class RightsizeRunner:
                 await self._advance(gov, ep, params, now)
             except GovernorError as exc:  # one endpoint's failed call never stops the others
                 self._note(gov, ep.key, "error", f"{type(exc).__name__}: {exc}", now)
-        if self._task is None:
+        if self._replay.idle:
             self._start_next(gov, managed, now)
         for ep in managed:
             self._capacity_override(gov, ep)
@@ -203,16 +197,10 @@ class RightsizeRunner:
             g.labels(ns, name).set(st.saving_month_usd if st.action == "change" else 0.0)
 
     def _harvest(self, gov: Governor, now: float) -> None:
-        if self._task is None or not self._task.done():
+        done = self._replay.take()
+        if done is None:
             return
-        key, task = self._task_key, self._task
-        self._task, self._task_key = None, None
-        assert key is not None
-        try:
-            rec = task.result()
-        except Exception as exc:  # a failed replay changes nothing
-            log.warning("rightsize_replay_failed", endpoint=key, error=str(exc))
-            return
+        key, rec = done
         if rec is None:
             return
         st = self.state.setdefault(key, SizingState())
@@ -249,11 +237,9 @@ class RightsizeRunner:
             slo_mem, rs_mem = dict(pm.get("slo_target", {})), dict(pm.get("right_sizing", {}))
             self.state.setdefault(ep.key, SizingState()).last_run_at = now
             self._save(ep.key)
-            loop = asyncio.get_running_loop()
-            self._task_key = ep.key
             inst = instance_of(ep)
-            self._task = loop.run_in_executor(
-                None,
+            self._replay.start(
+                ep.key,
                 lambda es=es, rows=rows, k=ep.key, a=slo_mem, b=rs_mem, i=inst: self.evaluator(
                     k, es, rows, a, b, instance=i, at=now
                 ),
@@ -262,8 +248,7 @@ class RightsizeRunner:
 
     async def wait(self) -> None:
         """Wait for an evaluation in flight (tests, shutdown)."""
-        if self._task is not None:
-            await asyncio.wait({self._task})
+        await self._replay.wait()
 
     # -- the apply path -----------------------------------------------------------------------
 
