@@ -178,18 +178,17 @@ def plan_json(
     }
 
 
-def _rightsize_state(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Right-sizing's last recommendation and apply phase per endpoint (read-only)."""
-    path = Path(settings.state.path)
+def _state_rows(path: Path, table: str) -> dict[str, dict[str, Any]]:
+    """One (key, JSON data) table of the state file, read-only; absent or older file: nothing."""
     if not path.exists():
         return {}
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            rows = db.execute("SELECT key, data FROM rightsize").fetchall()
+            rows = db.execute(f"SELECT key, data FROM {table}").fetchall()
         finally:
             db.close()
-    except sqlite3.Error:  # no such table: a state file from before right-sizing
+    except sqlite3.Error:  # no such table: a state file from before that subsystem
         return {}
     out: dict[str, dict[str, Any]] = {}
     for key, data in rows:
@@ -198,6 +197,11 @@ def _rightsize_state(settings: Settings) -> dict[str, dict[str, Any]]:
         except ValueError:
             continue
     return out
+
+
+def _rightsize_state(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Right-sizing's last recommendation and apply phase per endpoint (read-only)."""
+    return _state_rows(Path(settings.state.path), "rightsize")
 
 
 def _rightsize_json(st: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -214,24 +218,9 @@ def _rightsize_json(st: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _autopilot_state(settings: Settings) -> dict[str, dict[str, Any]]:
     """What the daemon's autopilot has in force and last said, per endpoint (read-only)."""
-    path = Path(settings.state.path)
-    if not settings.autopilot.enabled or not path.exists():
+    if not settings.autopilot.enabled:
         return {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT key, data FROM autopilot").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    for key, data in rows:
-        try:
-            out[key] = json.loads(data)
-        except ValueError:
-            continue
-    return out
+    return _state_rows(Path(settings.state.path), "autopilot")
 
 
 async def run_plan(settings: Settings, *, out: TextIO, output: str = "table") -> int:
