@@ -5,13 +5,18 @@ and a running one its replicas. This policy proposes `state: paused` (a constrai
 over everything in the combiner) in two cases, and `state: running` only to undo its own pause.
 
 **Idleness.** A scaled-to-zero endpoint has been idle since it entered that state
-(`view.state_since`). A running endpoint is idle on a tick when its window shows no request and no
-pending request over the last `idle_probe_s`; the first such tick is remembered as `idle_since`
-in the policy memory (it survives restarts; the loop also reads it to fill `FleetMember.idle_since`
-for the other endpoints). Traffic, or a tick without data, forgets it: missing data never counts
-as idle.
+(`view.state_since`), unless its window shows requests or pending ones: it is waking, and a pause
+then would turn the wake-up into lost requests. A running endpoint is idle on a tick when its
+window shows no request and no pending request over the last `idle_probe_s`; the first such tick
+is remembered as `idle_since` in the policy memory (it survives restarts; the loop also reads it
+to fill `FleetMember.idle_since` for the other endpoints). Traffic, or a tick without data,
+forgets it: missing data never counts as idle.
 
-**(a) Idle reclaim** (`idle_reclaim: true`): idle for `idle_pause_after_s` -> pause.
+**(a) Idle reclaim** (`idle_reclaim: true`): idle for `idle_pause_after_s` -> pause. A paused
+endpoint cannot wake on a request, so an endpoint whose traffic has come back after idle spells
+of up to G is not paused before `recur_factor` x G (the longest of the last `recur_gaps` idle
+spells that ended in traffic, kept in the policy memory as `gaps`): a batch job every 40 minutes
+keeps waking from zero instead of losing each burst to a pause. `recur_factor: 0` turns it off.
 
 **(b) Quota arbitration** (`arbitration: true` opts this endpoint in to being paused for others):
 every endpoint evaluates the same rule over the same `view.fleet` (its whole quota group), so
@@ -54,6 +59,7 @@ from policies.base import EndpointView, FleetMember, Proposal, ProposalKind, Sta
 __all__ = ["PauseToFreeQuotaParams", "PauseToFreeQuotaPolicy"]
 
 _IDLE_RECLAIM = "idle_reclaim"
+_SERVING = "serving"
 _ARBITRATION = "quota_arbitration"
 _PAUSABLE = frozenset({EndpointState.RUNNING.value, EndpointState.SCALED_TO_ZERO.value})
 
@@ -64,6 +70,16 @@ class PauseToFreeQuotaParams(BaseModel):
     idle_reclaim: bool = Field(True, description="Pause this endpoint after a long idle spell.")
     idle_pause_after_s: float = Field(
         3600.0, ge=60, le=30 * 86_400, description="Idle time before an idle-reclaim pause, s."
+    )
+    recur_factor: float = Field(
+        1.5,
+        ge=0,
+        le=100,
+        description="Do not idle-reclaim before this many times the longest recent idle spell "
+        "that ended in traffic (0: off).",
+    )
+    recur_gaps: int = Field(
+        8, ge=1, le=1000, description="How many recent idle spells that ended in traffic count."
     )
     idle_probe_s: float = Field(
         60.0,
@@ -119,17 +135,29 @@ class PauseToFreeQuotaPolicy:
         if view.endpoint.state is EndpointState.PAUSED:
             return self._paused(view, now)
         idle_since, why = self._idle_since(view, now)
+        ended = why.startswith(_SERVING) or view.endpoint.state is EndpointState.INITIALIZING
+        gaps = self._gaps(view, now, idle_since, ended=ended)
         memory: dict[str, Any] = {} if idle_since is None else {"idle_since": idle_since}
+        if gaps:
+            memory["gaps"] = gaps
         if idle_since is None:
             return self._say("no_data" if why.startswith("no ") else "not_idle", why, memory=memory)
         p = self.params
         idle_for = now - idle_since
-        if p.idle_reclaim and idle_for >= p.idle_pause_after_s:
+        pause_after = max(p.idle_pause_after_s, p.recur_factor * max(gaps, default=0.0))
+        if p.idle_reclaim and idle_for >= pause_after:
             return self._say(
                 _IDLE_RECLAIM,
-                f"idle for {idle_for:.0f}s >= {p.idle_pause_after_s:g}s: pause to free its quota",
+                f"idle for {idle_for:.0f}s >= {pause_after:g}s: pause to free its quota",
                 memory=memory,
                 state="paused",
+            )
+        if p.idle_reclaim and idle_for >= p.idle_pause_after_s:
+            return self._say(
+                "idle",
+                f"idle for {idle_for:.0f}s; traffic came back after an idle spell of "
+                f"{max(gaps):.0f}s before: no pause before {pause_after:g}s",
+                memory=memory,
             )
         if p.arbitration:
             chosen = self._arbitrate(view, now, idle_since)
@@ -139,21 +167,40 @@ class PauseToFreeQuotaPolicy:
 
     # -- idleness -----------------------------------------------------------------------------
 
+    def _gaps(
+        self, view: EndpointView, now: float, idle_since: float | None, *, ended: bool
+    ) -> list[float]:
+        """The recent idle spells that ended in traffic, oldest first: when traffic (or a wake
+        from zero, which only traffic or a person causes) follows a remembered idle clock, that
+        spell joins the list."""
+        raw = view.memory.get("gaps")
+        gaps = (
+            [float(g) for g in raw if isinstance(g, int | float)] if isinstance(raw, list) else []
+        )
+        before = view.memory.get("idle_since")
+        if ended and idle_since is None and isinstance(before, int | float) and now > before:
+            gaps.append(now - float(before))
+        return gaps[-self.params.recur_gaps :]
+
     def _idle_since(self, view: EndpointView, now: float) -> tuple[float | None, str]:
         state = view.endpoint.state
         remembered = view.memory.get("idle_since")
+        w, span = view.window, self.params.idle_probe_s
+        rate = w.request_rate(span_s=span, now=now) if w is not None else None
+        pending = w.max("pending", span_s=span, now=now) if w is not None else None
+        busy = (rate is not None and rate > 0) or (pending is not None and pending > 0)
+        if busy and state in (EndpointState.SCALED_TO_ZERO, EndpointState.RUNNING):
+            return (
+                None,
+                f"{_SERVING}: {rate or 0:.3g} req/s, max pending {pending or 0:g} over {span:g}s",
+            )
         if state is EndpointState.SCALED_TO_ZERO:
             since = view.state_since if view.state_since is not None else remembered
             return (now if since is None else float(since)), "scaled to zero"
         if state is not EndpointState.RUNNING:
             return None, f"endpoint is {state.value}"
-        w, span = view.window, self.params.idle_probe_s
-        rate = w.request_rate(span_s=span, now=now) if w is not None else None
         if w is None or rate is None:
             return None, f"no request rate over the last {span:g}s"
-        pending = w.max("pending", span_s=span, now=now)
-        if rate > 0 or (pending is not None and pending > 0):
-            return None, f"serving: {rate:.3g} req/s, max pending {pending or 0:g} over {span:g}s"
         # Idleness counts within the current running spell only: an endpoint woken or resumed
         # without traffic starts a fresh idle clock.
         starts = [float(t) for t in (remembered, view.state_since) if t is not None]
