@@ -94,13 +94,15 @@ def demo_settings(
                 },
             },
             {
-                # Bursty batch work: zero when idle, a daily budget, quota given back when idle.
+                # Bursty batch work: zero when idle, a daily budget, quota given back after an
+                # hour idle (its bursts come every 40 minutes: a pause sooner would make the next
+                # burst meet a paused endpoint, which no request wakes).
                 "match": {"tags": ["batch"]},
                 "floor": 0,
                 "ceiling": 3,
                 "policies": {
                     "budget": {"degrade_ceiling": 1},
-                    "pause_to_free_quota": {"idle_reclaim": True, "idle_pause_after_s": 1500},
+                    "pause_to_free_quota": {"idle_reclaim": True, "idle_pause_after_s": 3600},
                 },
             },
         ],
