@@ -89,7 +89,7 @@ def test_loop_records_the_demand_it_scrapes(tmp_path):
     """A Governor run against the emulator over HTTP records every request of the load in the
     state file, minute by minute."""
     trace = _poisson(1.0, 600, seed=3)
-    cfg = SimConfig(lead_in_s=0.0, policies=[])
+    cfg = SimConfig(lead_in_s=0.0, policies=[], mode="full")
     prep = prepare(cfg, trace)
     store = StateStore(tmp_path / "state.sqlite")
     spec = PolicySpec("default", "governor")
@@ -393,6 +393,30 @@ def test_run_autopilot_learns_on_earlier_days_and_acts_on_the_next():
     assert "safety 0.25: $" in res.detail  # day 2's comparison is in the explanation
     assert "day 1: safety 0.5 (shipped default)" in res.detail
     assert res.requests == len(trace)
+
+
+def test_run_autopilot_prewarms_from_the_days_it_has_run():
+    """The rolling run records its demand in a state store as the daemon does, so its pre-warm
+    works: on a 2-minute job at 00:10, 01:10 and 02:10 the third job finds replicas started for
+    it (seen twice before), the second does not (seen once). Without the store (the defect) the
+    run never forecast and both found the same replicas."""
+    rng = random.Random(5)
+    hour, offsets, t = 3600.0, [], 0.0
+    while t < 2 * hour + 900:
+        busy = 600 <= (t % hour) < 720
+        t += rng.expovariate(5.0 if busy else 0.2)
+        offsets.append(t)
+    trace = RequestTrace("hourly-job", tuple(offsets))
+    cfg = SimConfig(policies=[])
+    prep = prepare(cfg, trace)
+    res = asyncio.run(ap.run_autopilot(cfg, prep, PolicySpec("ap", "autopilot"), None))
+    assert "day 1: safety 0.5 (shipped default)" in res.detail
+
+    def ready_before(job_at: float) -> float:
+        pairs = zip(res.timeline["t_s"], res.timeline["ready"], strict=True)
+        return [rd for ts, rd in pairs if ts < cfg.lead_in_s + job_at][-1]
+
+    assert ready_before(2 * hour + 600) >= ready_before(hour + 600) + 2
 
 
 def test_plan_reads_what_the_autopilot_has_in_force(tmp_path):

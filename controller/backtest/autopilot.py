@@ -337,7 +337,8 @@ async def run_autopilot(
     counts) over the candidates near the value in force and run day k+1 with the adoption.
 
     Each day is replayed from the state the previous day left (the run is continuous: the
-    autopilot's override is switched at the day boundary of one Governor run)."""
+    autopilot's override is switched at the day boundary of one Governor run, whose state store
+    records the days' demand for its pre-warm, as the daemon's does)."""
     started = time.perf_counter()
     trace: RequestTrace = prep.trace
     days = max(1, math.ceil((trace.duration_s + 1e-9) / day_s))
@@ -359,7 +360,11 @@ async def run_autopilot(
         safety = adoption.safety_to
         schedule.append(_Day(k, safety, adoption))
     result = await _run_switching(
-        cfg, prep, spec, [(d.index * day_s, override_for(d.safety)) for d in schedule], out
+        cfg,
+        prep,
+        spec,
+        [(d.index * day_s, override_for(d.safety)) for d in schedule],
+        out,
     )
     notes = [
         f"day {d.index + 1}: safety {d.safety:g}"
@@ -382,74 +387,17 @@ async def _run_switching(
     store: Any = None,
 ) -> RunResult:
     """One Governor run over the load, its per-endpoint override switched at the given offsets
-    (seconds from the first request): the way the daemon's autopilot applies an adoption. With a
-    `StateStore`, the run records its demand there as the daemon does."""
-    import httpx
-
+    (seconds from the first request): the way the daemon's autopilot applies an adoption. The run
+    records its demand in a state store as the daemon does (the caller's `StateStore`, else a
+    scratch file), so its pre-warm forecasts from the days it has run."""
     from controller.backtest import simulate as sim
-    from controller.clock import VirtualClock
-    from controller.daemon.actuator import ActionResult
-    from controller.daemon.loop import Governor, TickReport
-    from controller.emulator.app import create_app
-    from controller.platform.client import make_client
-    from controller.settings import load_settings
 
     started = time.perf_counter()
     b = sim._bounds(cfg, spec)
-    clock = VirtualClock(sim.T0)
-    p = sim._platform(cfg, prep, min_r=b.floor, max_r=b.ceiling, stz=b.scale_to_zero_timeout_min)
-    app = create_app(p, clock=clock, tokens={sim.TOKEN: sim.BOT})
-    merged = sim._merge(
-        sim._merge(
-            {
-                "loop": {"tick_interval_s": cfg.tick_interval_s},
-                "scrape": {"max_age_s": 3 * cfg.tick_interval_s},
-                "defaults": {"floor": b.floor, "ceiling": b.ceiling},
-            },
-            spec.governor,
-        ),
-        {
-            "api": {"base_url": "http://emulator/v2", "backoff_initial_s": 0.5},
-            "namespaces": [sim.NS],
-            "manage": {"names": [sim.NAME]},
-            "server": {"enabled": False},
-        },
-    )
-    merged.setdefault("loop", {})["dry_run"] = False
-    settings = load_settings(None, overrides=merged, env={"HF_TOKEN": sim.TOKEN})
-    applied = 0
-
-    def on_tick(report: TickReport) -> None:
-        nonlocal applied
-        applied += sum(
-            1
-            for e in report.entries
-            if e.outcome is not None and e.outcome.result is ActionResult.APPLIED
-        )
-
-    async def no_sleep(_: float) -> None:
-        return None
-
-    lead = cfg.lead_in_s  # switch offsets count from the first request, as the days do
-    pending = sorted(((lead + at, ov) for at, ov in switches), key=lambda x: x[0])
-    key = f"{sim.NS}/{sim.NAME}"
-    tl = sim._Timeline()
     prog = sim._Progress(out, f"{prep.trace.name}: {spec.name}", prep.end)
-    async with make_client(
-        settings, transport=httpx.ASGITransport(app=app), sleep=no_sleep
-    ) as client:
-        gov = Governor(settings, clock=clock, client=client, on_tick=on_tick, store=store)
-        tl.sample(p)
-        t = 0.0
-        while t < prep.end:
-            t = min(prep.end, t + settings.loop.tick_interval_s)
-            while pending and pending[0][0] <= t:
-                gov.overrides[key] = pending.pop(0)[1]
-            clock.set(sim.T0 + t)
-            p.advance_to(sim.T0 + t)
-            await gov.tick()
-            tl.sample(p)
-            prog.update(t)
+    p, tl, applied = await sim._governor_once(
+        cfg, prep, spec.governor, b, prog, store=store, switches=switches
+    )
     res = sim._score(
         cfg,
         prep,

@@ -1088,9 +1088,14 @@ async def _governor_once(
     prog: _Progress,
     *,
     record: list[Any] | None = None,
+    store: Any = None,
+    switches: Sequence[tuple[float, dict[str, Any]]] = (),
 ) -> tuple[Platform, _Timeline, int]:
     """One Governor replay; `record` (tests) gets every tick's time and, per endpoint, its
-    decision's signature and the actuation's result."""
+    decision's signature and the actuation's result. `store` is the daemon's state store (a
+    caller's `StateStore`, else a scratch file): the demand it records during the replay is the
+    history its pre-warm forecasts from. `switches` set the endpoint's override at offsets
+    (seconds from the first request), as the daemon's autopilot applies an adoption."""
     from controller.daemon.loop import Governor, TickReport
     from controller.daemon.store import StateStore
     from controller.platform.client import make_client
@@ -1149,26 +1154,32 @@ async def _governor_once(
         app = create_app(p, clock=clock, tokens={TOKEN: BOT})
         transport = httpx.ASGITransport(app=app)
         client = make_client(settings, transport=transport, sleep=no_sleep, monotonic=clock.now)
-    # The daemon's own state store, in a scratch file: the demand it records during this replay
-    # is the history its pre-warm forecasts from (nothing of the trace's future is handed in).
+    pending = sorted(((cfg.lead_in_s + at, ov) for at, ov in switches), key=lambda x: x[0])
+    key = f"{NS}/{NAME}"
+    # The daemon's own state store, in a scratch file unless handed one: nothing of the trace's
+    # future is handed in, the pre-warm sees only what this replay recorded so far.
     with tempfile.TemporaryDirectory(prefix="governor-sim-") as scratch:
-        store = StateStore(Path(scratch) / "state.sqlite", durable=False)
+        own = store is None
+        st = StateStore(Path(scratch) / "state.sqlite", durable=False) if own else store
         try:
             async with client:
-                gov = Governor(settings, clock=clock, client=client, on_tick=on_tick, store=store)
+                gov = Governor(settings, clock=clock, client=client, on_tick=on_tick, store=st)
                 if isinstance(client, PlatformClient):
                     gov.scraper = PlatformScraper.replacing(gov.scraper, client)
                 tl.sample(p)
                 t = 0.0
                 while t < prep.end:
                     t = min(prep.end, t + step)
+                    while pending and pending[0][0] <= t:
+                        gov.overrides[key] = pending.pop(0)[1]
                     clock.set(T0 + t)
                     p.advance_to(T0 + t)
                     await gov.tick()
                     tl.sample(p)
                     prog.update(t)
         finally:
-            store.close()
+            if own:
+                st.close()
     return p, tl, applied
 
 
