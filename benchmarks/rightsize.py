@@ -84,7 +84,9 @@ def head(trace: RequestTrace, hours: float) -> RequestTrace:
 
 
 def recorded(trace: RequestTrace, key: str) -> list[DemandMinute]:
-    """Per-minute rows as the store records them: requests, and latency = the A100 service time."""
+    """Per-minute rows as the store records them: requests, latency = the A100 service time, and
+    4 samples a minute of the replicas an A100 needs for the minute's load (Little's law), no
+    pending gauge (the published feed has none)."""
     svc = A100.service_times(trace)
     first = math.floor((trace.start_epoch or 0.0) / 60.0)
     n = max(1, math.ceil(trace.duration_s / 60.0) + 1)
@@ -93,9 +95,16 @@ def recorded(trace: RequestTrace, key: str) -> list[DemandMinute]:
         m = min(n - 1, int(o // 60))
         req[m] += 1
         lat[m] += s
-    return [
-        DemandMinute(key, first + m, req[m], lat[m], req[m]) for m in range(n) if req[m] > 0
-    ] or [DemandMinute(key, first, 0.0)]
+    samples = 4
+    rows = []
+    for m in range(n):
+        if req[m] <= 0:
+            continue
+        ready = max(1, math.ceil(lat[m] / 60.0 / A100.concurrency))
+        rows.append(
+            DemandMinute(key, first + m, req[m], lat[m], req[m], 0.0, 0.0, samples * ready, samples)
+        )
+    return rows or [DemandMinute(key, first, 0.0)]
 
 
 async def backtest(

@@ -120,6 +120,19 @@ class RightSizingParams(BaseModel):
     min_saving_usd_month: float = Field(
         10.0, ge=0, le=1e9, description="Recommend only a change saving at least this per month."
     )
+    service_cv: float | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="Spread (coefficient of variation) of one request's service time in the "
+        "replay; unset: estimated from the recorded minutes.",
+    )
+    max_service_cv: float = Field(
+        3.0,
+        ge=0,
+        le=20,
+        description="Most spread the estimate from the recorded minutes is trusted to.",
+    )
     history_days: float = Field(
         7.0, gt=0, le=90, description="Recorded traffic replayed per evaluation, days."
     )

@@ -199,3 +199,64 @@ def test_the_config_refuses_apply_without_a_window_naming_the_field():
             env={"HF_TOKEN": "hf_x"},
         )
     assert "maintenance window" in str(exc.value)
+
+
+def test_replay_service_is_the_request_weighted_mean_of_the_minutes_without_a_queue():
+    from controller.backtest.autopilot import service_from_demand
+    from controller.backtest.rightsize import service_for_replay
+    from controller.daemon.store import DemandMinute
+
+    def minute(i: int, n: float, lat_sum: float, ready: int = 1) -> DemandMinute:
+        return DemandMinute("k", i, n, lat_sum, n, 0.0, 0.0, 4 * ready, 4)
+
+    # heavy-tailed sizes: many minutes of one short request, a few of several long ones
+    rows = [minute(i, 1, 2.0) for i in range(6)] + [minute(10 + i, 6, 60.0) for i in range(2)]
+    # the quiet minutes' quartile says 2 s; the requests average (12 + 120) / 18 = 7.33 s
+    assert service_from_demand(rows) == pytest.approx(2.0)
+    assert service_for_replay(rows, capacity=8) == pytest.approx(132 / 18)
+    # a minute whose in-flight (Little: 30 x 40 s / 60 = 20 per replica) exceeds the batch
+    # width queued: its latency is not service time and is left out
+    queued = [*rows, minute(20, 30, 1200.0)]
+    assert service_for_replay(queued, capacity=8) == pytest.approx(132 / 18)
+    assert service_for_replay(queued, capacity=32) == pytest.approx(1332 / 48)
+    # minutes without latency or without a replica-count sample say nothing
+    bare = [DemandMinute("k", 1, 5.0), DemandMinute("k", 2, 5.0, 10.0, 5.0)]
+    assert service_for_replay(bare, capacity=8) is None
+
+
+def test_spread_from_neighbouring_minutes_means_and_sizes_keep_each_minutes_work():
+    import random
+    import statistics
+
+    from controller.backtest.rightsize import SIZE_UNITS_PER_S, service_spread, sized_trace
+    from controller.daemon.store import DemandMinute
+
+    # requests of cv 1 (exponential sizes, mean 4 s), 5 a minute: the minutes' means alone
+    # give the per-request spread back
+    rng = random.Random(3)
+    rows = []
+    for m in range(600):
+        sizes = [rng.expovariate(1 / 4.0) for _ in range(5)]
+        rows.append(DemandMinute("k", m, 5, sum(sizes), 5, 0.0, 0.0, 4, 4))
+    cv = service_spread(rows, capacity=8)
+    assert cv == pytest.approx(1.0, abs=0.1)
+    # a load whose sizes drift slowly (2 s rising to 8 s, all alike within a minute) is no spread
+    drift = [DemandMinute("k", m, 5, 5 * (2 + 6 * m / 600), 5, 0.0, 0.0, 4, 4) for m in range(600)]
+    assert service_spread(drift, capacity=8) == pytest.approx(0.0, abs=0.01)
+
+    few = [
+        DemandMinute("k", 0, 1, 2.0, 1, 0.0, 0.0, 4, 4),  # one request of 2 s
+        DemandMinute("k", 1, 3, 30.0, 3, 0.0, 0.0, 4, 4),  # three sharing 30 s
+        DemandMinute("k", 3, 2, 0.0, 0, 0.0, 0.0, 4, 4),  # no latency: around the mean
+    ]
+    tr = sized_trace(few, name="k", capacity=8, mean_s=6.0, cv=1.5)
+    secs = [u / SIZE_UNITS_PER_S for u in tr.output_tokens or ()]
+    assert len(secs) == 6
+    by_min: dict[int, list[float]] = {}
+    for o, s in zip(tr.offsets, secs, strict=True):
+        by_min.setdefault(int(o // 60), []).append(s)
+    assert by_min[0] == [pytest.approx(2.0)]  # that request's own time
+    assert sum(by_min[1]) == pytest.approx(30.0, abs=0.01)
+    assert statistics.pstdev(by_min[1]) > 0  # spread inside the minute
+    assert sum(by_min[3]) == pytest.approx(12.0, abs=0.01)
+    assert tr.input_tokens == (0,) * 6

@@ -12,12 +12,21 @@ thread, as it calls the autopilot's planner).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from controller.backtest.autopilot import replay_config, service_from_demand, trace_from_demand
-from controller.backtest.simulate import PolicySpec, RunResult, prepare, run_system
+from controller.backtest.simulate import (
+    PolicySpec,
+    RunResult,
+    ServiceModel,
+    prepare,
+    run_system,
+)
+from controller.backtest.traces import RequestTrace
 from controller.core.params import EndpointSettings
 from controller.cost.capacity import (
     CandidateCapacity,
@@ -36,9 +45,124 @@ from policies.right_sizing import (
     observed,
 )
 
-__all__ = ["MONTH_H", "evaluate_endpoint", "instance_name", "params_of", "replay_candidate"]
+__all__ = [
+    "MONTH_H",
+    "evaluate_endpoint",
+    "instance_name",
+    "params_of",
+    "replay_candidate",
+    "service_for_replay",
+    "service_spread",
+    "sized_trace",
+]
 
 MONTH_H = 730.0  # the platform's month in its cost examples
+
+
+# A replayed request's size is its service time on the current instance, carried as output tokens
+# of this many per second there (the simulator's service model: tokens / decode rate); a
+# candidate `speed` times as fast decodes `speed` x as many per second.
+SIZE_UNITS_PER_S = 1000.0
+
+
+def _unqueued(r: DemandMinute, capacity: float) -> bool:
+    """The minute had latency and, on average, no queue: mean in flight per ready replica within
+    the replica's batch width, so its latency is service time."""
+    ready = r.mean_ready
+    if r.mean_latency_s is None or r.latency_count <= 0 or not ready:
+        return False
+    return r.in_flight / ready <= capacity + 1e-9
+
+
+def service_for_replay(rows: Sequence[DemandMinute], *, capacity: float) -> float | None:
+    """The mean service time the replay gives every request: the request-weighted mean latency
+    of the recorded minutes that had no queue (mean in flight per ready replica within the
+    replica's batch width, so every request in flight was in service); None without such minutes.
+
+    Why not the lower quartile of the minutes' means (`service_from_demand`, the autopilot's):
+    the minutes that have the fewest, shortest requests are the low ones, so with heavy-tailed
+    request sizes it understates the work per request: 3.17 s against 3.61 s on `business-days`,
+    which made an L40S look cheaper than the A100 it is not (benchmarks/rightsize.py). The
+    replay's bill is the work served, so it needs the mean over requests.
+    """
+    total = count = 0.0
+    for r in rows:
+        if _unqueued(r, capacity):
+            total += r.latency_sum
+            count += r.latency_count
+    return total / count if count > 0 else None
+
+
+def service_spread(
+    rows: Sequence[DemandMinute], *, capacity: float, max_gap_min: int = 5
+) -> float | None:
+    """The coefficient of variation of one request's service time, from the minutes' means alone
+    (the store keeps each minute's latency count and sum, not its requests'): two neighbouring
+    unqueued minutes' means differ by sigma^2 (1/n_a + 1/n_b) on average, so the pooled squared
+    differences over the pooled weights estimate sigma^2. Neighbours (at most `max_gap_min`
+    apart), not the overall mean, so that a load whose sizes drift over the day does not read
+    as spread. None with no pair or no mean."""
+    mean = service_for_replay(rows, capacity=capacity)
+    if not mean:
+        return None
+    ok = [r for r in rows if _unqueued(r, capacity)]
+    num = den = 0.0
+    for a, b in itertools.pairwise(ok):
+        if b.minute - a.minute > max_gap_min:
+            continue
+        num += (a.latency_sum / a.latency_count - b.latency_sum / b.latency_count) ** 2
+        den += 1.0 / a.latency_count + 1.0 / b.latency_count
+    return math.sqrt(num / den) / mean if den > 0 else None
+
+
+def sized_trace(
+    rows: Sequence[DemandMinute],
+    *,
+    name: str,
+    capacity: float,
+    mean_s: float,
+    cv: float,
+    seed: int = 0,
+) -> RequestTrace:
+    """The recorded minutes as a trace whose requests carry sizes (`SIZE_UNITS_PER_S`).
+
+    Arrivals: each minute's count spread over the minute (`trace_from_demand`). Sizes: an
+    unqueued minute's requests share out that minute's recorded latency sum, each a lognormal
+    draw of coefficient of variation `cv` rescaled so the minute's work is what was recorded (a
+    minute of one request replays that request's own time); a minute queued or without latency
+    gets draws around `mean_s`. So the replay serves the work each minute had, with the spread
+    inside the minute that heavy-tailed sizes give, instead of every request at one mean.
+    """
+    base = trace_from_demand(rows, name=name)
+    if len(base) == 0:
+        return base
+    first = rows[0].minute
+    by_minute = {r.minute: r for r in rows}
+    rng = random.Random(f"sizes:{name}:{seed}")
+    sigma = math.sqrt(math.log1p(cv * cv)) if cv > 0 else 0.0
+    groups: dict[int, list[int]] = {}
+    for i, o in enumerate(base.offsets):
+        groups.setdefault(first + int(o // 60.0), []).append(i)
+    sizes = [0.0] * len(base)
+    for minute, idx in groups.items():
+        draws = [rng.lognormvariate(0.0, sigma) if sigma else 1.0 for _ in idx]
+        row = by_minute.get(minute)
+        if row is not None and _unqueued(row, capacity) and len(idx) == row.latency_count:
+            work = row.latency_sum  # the minute's own recorded work, shared out
+        else:
+            work = mean_s * len(idx)
+        scale = work / sum(draws)
+        for i, d in zip(idx, draws, strict=True):
+            sizes[i] = d * scale
+    units = tuple(max(1, round(x * SIZE_UNITS_PER_S)) for x in sizes)
+    return RequestTrace(
+        base.name,
+        base.offsets,
+        input_tokens=(0,) * len(base),
+        output_tokens=units,
+        start_epoch=base.start_epoch,
+        notes=(*base.notes, f"sizes: minute means, spread cv {cv:.2f}"),
+    )
 
 
 def instance_name(row: PriceRow) -> str:
@@ -76,6 +200,15 @@ async def replay_candidate(
         cold_start_s=cold_start_s,
         instance=instance_name(row),
     )
+    if trace.output_tokens is not None:  # a sized trace: each request's own time, scaled
+        cfg.service = ServiceModel(
+            concurrency=cap.concurrency,
+            prefill_tps=SIZE_UNITS_PER_S,
+            decode_tps=SIZE_UNITS_PER_S * cap.speed,
+            default_input_tokens=0,
+            default_output_tokens=0,
+            cold_start_s=cold_start_s,
+        )
     spec = PolicySpec(
         instance_name(row),
         "governor",
@@ -153,15 +286,24 @@ def evaluate_endpoint(
             "the model's memory is unknown (no GPU memory in the feed on this instance, no "
             "model_memory_gb)"
         )
-    service = slo_memory.get("service_s") or service_from_demand(rows)
-    if not service:
-        return keep("no latency recorded: the service time is unknown", model_gb)
     prior = float((es.policies.get("slo_target") or {}).get("capacity_prior", 8.0))
     capacity = es.capacity_per_replica or capacity_of(slo_memory, prior=prior)[0]
+    service = (
+        service_for_replay(rows, capacity=capacity)
+        or slo_memory.get("service_s")
+        or service_from_demand(rows)
+    )
+    if not service:
+        return keep("no latency recorded: the service time is unknown", model_gb)
     cold = es.cold_start_s
     if cold is None:
         cold = float(slo_memory.get("cold_start_s") or COLD_START_PRIOR_S)
-    trace = trace_from_demand(rows, name=key.replace("/", "-"))
+    cv = p.service_cv
+    if cv is None:
+        cv = min(p.max_service_cv, service_spread(rows, capacity=capacity) or 0.0)
+    trace = sized_trace(
+        rows, name=key.replace("/", "-"), capacity=capacity, mean_s=float(service), cv=cv
+    )
     if len(trace) == 0:
         return keep("no requests recorded", model_gb)
     allowed = frozenset(p.instance_types) if p.instance_types is not None else None
@@ -174,7 +316,10 @@ def evaluate_endpoint(
         _replay_all(es, trace, cur, cands, p, model_gb, float(service), capacity, cold, progress)
     )
     rec = choose(key, evals, p, at=at, model_gb=model_gb)
-    note = f"model {model_gb:.1f} GB (from {source}), headroom {p.headroom:g}"
+    note = (
+        f"model {model_gb:.1f} GB (from {source}), headroom {p.headroom:g}; service "
+        f"{float(service):.2f}s mean, cv {cv:.2f}"
+    )
     return Recommendation(
         rec.key,
         rec.at,
