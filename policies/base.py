@@ -117,11 +117,11 @@ class DemandHistory:
     input): for each lag (an hour, two, a day, a week ago...), the in-flight load of each minute
     from `now - lag` on, over the next `len(loads)` minutes.
 
-    `lags` pairs a lag in seconds with its per-minute loads (mean requests in flight, queued or
-    served; None for a minute with no record). The loop builds it from the state store's
-    per-minute demand (`daemon.store`), the backtest from the demand recorded during the replay
-    itself, so a forecast never sees the future. `recorded_s` is how far back the record goes
-    from `now`: a lag beyond it is unknown, not quiet.
+    `lags` pairs a lag in seconds with its per-minute loads (mean requests served at once, the
+    queue of a backlog excluded; None for a minute with no record). The loop builds it from the
+    state store's per-minute demand (`daemon.store`), the backtest from the demand recorded
+    during the replay itself, so a forecast never sees the future. `recorded_s` is how far back
+    the record goes from `now`: a lag beyond it is unknown, not quiet.
     """
 
     at: float

@@ -79,9 +79,36 @@ def test_recorder_folds_samples_into_minutes_and_store_adds_ticks(tmp_path):
     assert (m0.samples, m0.pending_max, m0.mean_pending) == (4, 8, 5.0)
     assert m0.mean_ready == pytest.approx(1.5)
     assert m1.requests == 5
+    # the pending gauge's change since the sample before (arrivals = answered + growth)
+    assert (m0.queue_growth, m1.queue_growth) == (6.0, -8.0)
+    assert (m0.arrivals, m1.arrivals) == (31.0, 0.0)
     assert store.prune_demand(before=T0 + 60) == 1
     assert [r.minute for r in store.demand("a/x")] == [int(T0 // 60) + 1]
     assert store.demand_keys() == ["a/x"]
+    store.close()
+
+
+def test_a_state_file_without_queue_growth_gains_the_column(tmp_path):
+    """A file written before the demand's queue_growth column opens, its rows read as growth 0."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "CREATE TABLE demand (key TEXT NOT NULL, minute INTEGER NOT NULL, requests REAL NOT NULL,"
+        " latency_sum REAL NOT NULL, latency_count REAL NOT NULL, pending_sum REAL NOT NULL,"
+        " pending_max REAL NOT NULL, ready_sum REAL NOT NULL, samples INTEGER NOT NULL,"
+        " PRIMARY KEY (key, minute)) WITHOUT ROWID;"
+        "INSERT INTO demand VALUES ('a/x', 7, 30, 60, 30, 4, 1, 4, 4);"
+    )
+    db.commit()
+    db.close()
+    store = StateStore(path)
+    store.record_demand([DemandMinute("a/x", 7, 30, 60, 30, 4, 1, 4, 4, queue_growth=5.0)])
+    (row,) = store.demand("a/x")
+    assert (row.requests, row.queue_growth, row.arrivals) == (60, 5.0, 65.0)
     store.close()
 
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.daemon.exporter import Metrics
-from controller.daemon.store import DemandMinute, StateStore, demand_history
+from controller.daemon.store import DemandMinute, StateStore, demand_history, service_time
 from controller.emulator.load import Burst
 from policies.base import DemandHistory
 from policies.prewarm import forecast_rise, lag_label
@@ -210,9 +210,70 @@ def test_demand_history_from_the_store(tmp_path):
     store.close()
 
 
-def test_in_flight_by_littles_law_without_a_pending_gauge():
-    m = DemandMinute("k", 0, requests=120.0, latency_sum=240.0, latency_count=120.0, samples=4)
-    assert m.in_flight == pytest.approx(4.0)  # 2 req/s x 2 s
+def _minute(
+    requests: float, lat_n: float, lat_sum: float, pending: float | None, growth: float = 0.0
+) -> DemandMinute:
+    samples = 0 if pending is None else 4
+    p = pending or 0.0
+    return DemandMinute("k", 0, requests, lat_sum, lat_n, 4 * p, p, 4.0, samples, growth)
+
+
+@pytest.mark.parametrize(
+    ("case", "minute", "service_s", "want"),
+    [
+        # 2 req/s x 2 s, no queue: the gauge, Little's law and the served load agree
+        ("steady", _minute(120, 120, 240, 4.0), 2.0, 4.0),
+        ("no pending gauge", _minute(120, 120, 240, None), None, 4.0),
+        # a backlog: 60 answered at 1 req/s, each waited ~28 s behind the queue (30 s latency),
+        # the gauge says 30 in the endpoint; served at once were 1 x 2 s = 2, not 30
+        ("backlog", _minute(60, 60, 1800, 30.0), 2.0, 2.0),
+        ("backlog, no service time known", _minute(60, 60, 1800, 30.0), None, 30.0),
+        # the queue grew by 60 while 60 were answered: 120 arrived, 2/s x 2 s = 4
+        ("backlog growing", _minute(60, 60, 1800, 30.0, growth=60.0), 2.0, 4.0),
+        # it drains: 120 answered, 60 of them from the queue: 60 arrived
+        ("backlog draining", _minute(120, 120, 1800, 30.0, growth=-60.0), 2.0, 2.0),
+        # a minute quicker than the endpoint's usual service time keeps its own latency
+        ("short requests", _minute(120, 120, 120, 2.0), 2.0, 2.0),
+        # a cold start from zero: 30 requests answered 503 (no latency record), nothing pending
+        ("503s from zero", _minute(30, 0, 0, 0.0), 2.0, 1.0),
+        ("pending gauge only", _minute(0, 0, 0, 3.0), None, 3.0),
+        ("idle", _minute(0, 0, 0, 0.0), 2.0, 0.0),
+    ],
+)
+def test_in_flight_is_the_served_load_not_the_backlog(case, minute, service_s, want):
+    """What the pre-warm learns from is what was served at once, not what queued."""
+    assert minute.in_flight(service_s) == pytest.approx(want), case
+
+
+def test_service_time_is_a_quiet_minutes_latency():
+    rows = [_minute(60, 60, 120, 2.0) for _ in range(5)]
+    rows += [_minute(60, 60, 1800, 30.0) for _ in range(2)]  # a burst's backlog minutes
+    rows += [_minute(0, 0, 0, 0.0)]  # idle: no latency
+    assert service_time(rows) == pytest.approx(2.0)
+    assert service_time([_minute(0, 0, 0, 1.0)]) is None
+
+
+def test_demand_history_reads_a_backlog_as_the_load_served(tmp_path):
+    """A burst an hour and two ago that queued (30 in the endpoint, 2 served at once, against 1
+    at other minutes) is a rise of 1 served, not of 29 queued."""
+    store = StateStore(tmp_path / "state.sqlite")
+    key = "ns/code"
+    now = NOW + 30
+    rows = []
+    for lag in (H, 2 * H):
+        m0 = math.floor((now - lag) / 60)
+        for i in range(6):
+            burst = i == 3
+            m = _minute(60, 60, 1800, 30.0) if burst else _minute(30, 30, 60, 1.0)
+            rows.append(replace(m, key=key, minute=m0 + i))
+    store.record_demand(rows)
+    h = demand_history(store, key, now=now, lags=(H, 2 * H), horizon_s=300)
+    assert h is not None
+    assert dict(h.lags)[H][:6] == pytest.approx((1.0, 1.0, 1.0, 2.0, 1.0, 1.0))
+    fc = forecast_rise(h, now=now, lead_s=240, confirm=2)
+    assert fc is not None
+    assert fc.rise == pytest.approx(1.0)
+    store.close()
 
 
 # -- end to end: the daemon pre-warms a recurring burst over loopback --------------------------

@@ -7,10 +7,11 @@ endpoint start conservatively (no scale-down until a full window has been observ
 It also records each managed endpoint's demand, one row per endpoint and minute (`demand`):
 requests served (the feed's request counter increase), latency sum and count (the latency
 summary's increase), pending requests (sum and peak over the minute's samples), ready replicas
-(summed per sample) and the number of samples. `DemandRecorder` folds samples into open minutes;
-each tick's rows are added to the stored ones (a minute spread over ticks adds up). Rows older
-than `state.demand_retention_days` are pruned. `governor export-trace` turns them into a trace and
-`governor tune` / the autopilot replay them through the simulator.
+(summed per sample), the number of samples and the pending gauge's change since the sample
+before (`queue_growth`: answered + growth = arrivals). `DemandRecorder` folds samples into open
+minutes; each tick's rows are added to the stored ones (a minute spread over ticks adds up).
+Rows older than `state.demand_retention_days` are pruned. `governor export-trace` turns them into
+a trace and `governor tune` / the autopilot replay them through the simulator.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from controller.files import private_file
 from controller.platform.signals import FeedSample
 from policies.base import DemandHistory
 
-__all__ = ["DemandMinute", "DemandRecorder", "StateStore", "demand_history"]
+__all__ = ["DemandMinute", "DemandRecorder", "StateStore", "demand_history", "service_time"]
 
 log = structlog.get_logger("governor.store")
 
@@ -58,8 +59,8 @@ _SCHEMA += """
 CREATE TABLE IF NOT EXISTS autopilot (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rightsize (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
-# The demand, autopilot and rightsize tables are additive (created when missing): schema 1 files
-# keep working.
+# The demand, autopilot and rightsize tables are additive (created when missing), and so is the
+# demand's queue_growth column (added when missing, 0 in older rows): schema 1 files keep working.
 SCHEMA_VERSION = "1"
 
 
@@ -75,6 +76,11 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._db.executescript(_SCHEMA)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(demand)")}
+            if "queue_growth" not in cols:
+                self._db.execute(
+                    "ALTER TABLE demand ADD COLUMN queue_growth REAL NOT NULL DEFAULT 0"
+                )
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -131,7 +137,7 @@ class StateStore:
         """Add the rows to the stored minutes (sums add, the pending peak is the larger)."""
         with self._tx():
             self._db.executemany(
-                "INSERT INTO demand VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO demand VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(key, minute) DO UPDATE SET "
                 "requests = requests + excluded.requests, "
                 "latency_sum = latency_sum + excluded.latency_sum, "
@@ -139,7 +145,8 @@ class StateStore:
                 "pending_sum = pending_sum + excluded.pending_sum, "
                 "pending_max = max(pending_max, excluded.pending_max), "
                 "ready_sum = ready_sum + excluded.ready_sum, "
-                "samples = samples + excluded.samples",
+                "samples = samples + excluded.samples, "
+                "queue_growth = queue_growth + excluded.queue_growth",
                 (r.row() for r in rows),
             )
 
@@ -242,6 +249,7 @@ class DemandMinute:
     pending_max: float = 0.0
     ready_sum: float = 0.0
     samples: int = 0
+    queue_growth: float = 0.0
 
     @property
     def start(self) -> float:
@@ -256,19 +264,34 @@ class DemandMinute:
         return self.pending_sum / self.samples if self.samples else None
 
     @property
-    def in_flight(self) -> float:
-        """Mean requests in flight over the minute: the pending gauge's mean, or by Little's law
-        (arrivals x mean latency) where that says more (a feed without a pending gauge)."""
-        pending = self.mean_pending or 0.0
-        lat = self.mean_latency_s
-        derived = self.requests * lat / 60.0 if lat is not None else 0.0
-        return max(pending, derived)
+    def arrivals(self) -> float:
+        """Requests that arrived in the minute: the answered ones plus what the pending gauge
+        grew by (a queue that drained gives back what it held; never below 0)."""
+        return max(0.0, self.requests + self.queue_growth)
+
+    def in_flight(self, service_s: float | None = None) -> float:
+        """The load the minute offered, in requests to serve at once: arrivals per second x the
+        time one takes to serve, `service_s` (the endpoint's, `service_time`), or the minute's
+        own mean latency where that is shorter.
+
+        Why not the pending gauge's mean, nor arrivals x latency: the engines' pending counts
+        the queue and their latency includes the wait in it, so in a backlog both say what
+        piled up while replicas were short (a 2-minute burst before its replicas were ready
+        reads as tens of replicas' worth, and as the backlog drains it still reads high), not
+        what the load needs served; the pre-warm would replay the backlog. Arrivals count each
+        request once, when it came (a cold start's 503s included: they are demand too). Without
+        any latency record (a feed with a pending gauge only), the pending mean is the one
+        figure, queue included."""
+        known = [v for v in (self.mean_latency_s, service_s) if v is not None]
+        if not known:
+            return self.mean_pending or 0.0
+        return self.arrivals * min(known) / 60.0
 
     @property
     def mean_ready(self) -> float | None:
         return self.ready_sum / self.samples if self.samples else None
 
-    def row(self) -> tuple[str, int, float, float, float, float, float, float, int]:
+    def row(self) -> tuple[str, int, float, float, float, float, float, float, int, float]:
         return (
             self.key,
             self.minute,
@@ -279,6 +302,7 @@ class DemandMinute:
             self.pending_max,
             self.ready_sum,
             self.samples,
+            self.queue_growth,
         )
 
 
@@ -295,6 +319,7 @@ class DemandRecorder:
     def __init__(self) -> None:
         self._prev: dict[str, tuple[dict[tuple[str, str], float], float, float]] = {}
         self._open: dict[tuple[str, int], DemandMinute] = {}
+        self._pending: dict[str, float] = {}
 
     def add(self, key: str, sample: FeedSample, *, ready: int) -> None:
         series = dict(_series(sample))
@@ -317,6 +342,9 @@ class DemandRecorder:
                 m.latency_count += lat_n - p_n
                 m.latency_sum += max(0.0, lat_sum - p_sum)
         pending = sample.pending if sample.pending is not None else 0.0
+        if prev is not None:
+            m.queue_growth += pending - self._pending.get(key, 0.0)
+        self._pending[key] = pending
         m.pending_sum += pending
         m.pending_max = max(m.pending_max, pending)
         m.ready_sum += ready
@@ -325,6 +353,7 @@ class DemandRecorder:
     def forget_except(self, keys: set[str]) -> None:
         for k in set(self._prev) - keys:
             del self._prev[k]
+            self._pending.pop(k, None)
 
     def drain(self) -> list[DemandMinute]:
         rows = list(self._open.values())
@@ -341,20 +370,29 @@ def _series(sample: FeedSample) -> Mapping[tuple[str, str], float]:
     return {(r, "other"): v for r, v in sample.requests_by_replica.items()}
 
 
+def service_time(rows: Iterable[DemandMinute]) -> float | None:
+    """The endpoint's service time: the median of its minutes' mean latency (minutes with
+    requests). Queueing inflates a backlog's minutes only, and those are few (bursts), so the
+    median is a quiet minute's; None without latency records."""
+    lat = sorted(v for r in rows if (v := r.mean_latency_s) is not None and r.requests >= 1)
+    return lat[len(lat) // 2] if lat else None
+
+
 def demand_history(
     store: StateStore, key: str, *, now: float, lags: Iterable[float], horizon_s: float
 ) -> DemandHistory | None:
-    """The per-minute in-flight load at `now - lag` and the `horizon_s` after it, for each lag,
-    from the recorded demand (`DemandHistory`, the pre-warm's input); None when nothing is
-    recorded for the endpoint."""
+    """The per-minute served load (`DemandMinute.in_flight`, with the service time of the minutes
+    read) at `now - lag` and the `horizon_s` after it, for each lag, from the recorded demand
+    (`DemandHistory`, the pre-warm's input); None when nothing is recorded for the endpoint."""
     first = store.first_minute(key)
     if first is None:
         return None
     n = math.ceil(horizon_s / 60.0) + 1
     spans = [(lag, math.floor((now - lag) / 60.0)) for lag in lags]
     got = store.demand_minutes(key, (m + i for _, m in spans for i in range(n)))
+    service = service_time(got.values())
     out = []
     for lag, m in spans:
-        loads = tuple(got[m + i].in_flight if (m + i) in got else None for i in range(n))
+        loads = tuple(got[m + i].in_flight(service) if (m + i) in got else None for i in range(n))
         out.append((float(lag), loads))
     return DemandHistory(at=now, lags=tuple(out), recorded_s=max(0.0, now - first * 60.0))
