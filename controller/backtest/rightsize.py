@@ -71,7 +71,7 @@ def _unqueued(r: DemandMinute, capacity: float) -> bool:
     ready = r.mean_ready
     if r.mean_latency_s is None or r.latency_count <= 0 or not ready:
         return False
-    return r.in_flight / ready <= capacity + 1e-9
+    return r.in_system / ready <= capacity + 1e-9
 
 
 def service_for_replay(rows: Sequence[DemandMinute], *, capacity: float) -> float | None:

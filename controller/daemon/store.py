@@ -264,6 +264,16 @@ class DemandMinute:
         return self.pending_sum / self.samples if self.samples else None
 
     @property
+    def in_system(self) -> float:
+        """Mean requests in the endpoint over the minute, queued or in service: the pending
+        gauge's mean, or by Little's law (answered x mean latency) where that says more (a feed
+        without a pending gauge). Tells a queued minute from one without a queue; not a load to
+        size for (`in_flight`)."""
+        lat = self.mean_latency_s
+        derived = self.requests * lat / 60.0 if lat is not None else 0.0
+        return max(self.mean_pending or 0.0, derived)
+
+    @property
     def arrivals(self) -> float:
         """Requests that arrived in the minute: the answered ones plus what the pending gauge
         grew by (a queue that drained gives back what it held; never below 0)."""
