@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from controller.platform.models import Endpoint, EndpointState
+from controller.platform.models import AnyEndpoint, EndpointState
 from controller.platform.windows import EndpointWindow
 
 __all__ = [
@@ -155,7 +155,7 @@ class EndpointView:
     """
 
     key: str
-    endpoint: Endpoint
+    endpoint: AnyEndpoint
     window: EndpointWindow | None
     current: int
     ready: int

@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from controller.platform.models import Endpoint
+from controller.platform.models import AnyEndpoint
 
 __all__ = [
     "ENGINE_ENV",
@@ -44,7 +44,7 @@ __all__ = [
 ENGINE_ENV = ("MAX_BATCH_SIZE", "MAX_BATCH_REQUESTS", "LLAMA_ARG_N_PARALLEL")
 
 
-def engine_capacity(endpoint: Endpoint) -> float | None:
+def engine_capacity(endpoint: AnyEndpoint) -> float | None:
     """The batch width the endpoint's env sets, or None (unset, unparsable or not positive)."""
     env = endpoint.model.env or {}
     for key in ENGINE_ENV:

@@ -3,7 +3,7 @@
 The full replay (`mode="full"`) sends every management call and feed fetch through httpx, the
 ASGI transport and the emulator's Starlette app; at one tick per 15 s that is most of a replay's
 CPU (about 60 % of an endpoint-day, `benchmarks/replay_speed.py`). `PlatformClient` is the same
-`EndpointsClient` (its retries, call records, JSON decoding, pydantic models, status-to-error
+`EndpointsClient` (its retries, call records, JSON decoding and validation, status-to-error
 mapping, feed caps and error wrapping all run) with only its httpx pool swapped for
 `_PlatformHttp`, which answers each request by calling the `Platform` method the emulator's route
 would call (`controller/emulator/app.py`), with the same status and `{"error": msg}` body. What it
@@ -33,7 +33,7 @@ from controller.clock import Clock
 from controller.emulator.platform import EmulatorError, Platform
 from controller.errors import FeedError
 from controller.platform.client import EndpointsClient
-from controller.platform.models import Endpoint, UserRef
+from controller.platform.models import ListedEndpoint, UserRef
 from controller.platform.scrape import FeedChoice, Scraper
 from controller.platform.signals import FeedSample, status_class
 
@@ -167,14 +167,16 @@ class PlatformClient(EndpointsClient):
         self._feed_via_aiohttp = False
         self.platform = platform
         self._unused = real
-        # Per namespace: the last listing's items, the models built from them, and the items
+        # Per namespace: the last listing's items, the records built from them, and the items
         # skipped as unparsable. Between changes (a write, a replica ready, a state change) the
-        # listing is the same JSON, so the same models: nothing downstream mutates them.
-        self._listed: dict[str, tuple[list[dict[str, Any]], list[Endpoint], list[Any]]] = {}
+        # listing is the same JSON, so the same records (frozen).
+        self._listed: dict[str, tuple[list[dict[str, Any]], list[ListedEndpoint], list[Any]]] = {}
 
-    async def list_endpoints(self, namespace: str, *, skip_invalid: bool = True) -> list[Endpoint]:
+    async def list_endpoints(
+        self, namespace: str, *, skip_invalid: bool = True
+    ) -> list[ListedEndpoint]:
         """The real listing (`EndpointsClient.list_endpoints`) when the platform's items changed
-        since the last call, else the models it built then."""
+        since the last call, else the records it built then."""
         http: _PlatformHttp = self._http  # type: ignore[assignment]
         http.advance()
         p = self.platform

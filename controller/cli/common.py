@@ -13,7 +13,7 @@ from controller.errors import ConfigError
 from controller.settings import Settings
 
 if TYPE_CHECKING:
-    from controller.platform.models import Endpoint
+    from controller.platform.models import AnyEndpoint
 
 __all__ = [
     "BudgetCoverage",
@@ -92,7 +92,7 @@ class BudgetCoverage:
         }
 
 
-def budget_coverage(settings: Settings, listed: Iterable[Endpoint]) -> list[BudgetCoverage]:
+def budget_coverage(settings: Settings, listed: Iterable[AnyEndpoint]) -> list[BudgetCoverage]:
     eps = list(listed)
     out = []
     for b in settings.budgets:
@@ -135,7 +135,7 @@ def offline_budget_warnings(settings: Settings) -> list[str]:
     return out
 
 
-def manage_hint(settings: Settings, listed: Sequence[Endpoint]) -> str:
+def manage_hint(settings: Settings, listed: Sequence[AnyEndpoint]) -> str:
     """Why no endpoint was selected: what was listed, and what `manage` asks for."""
     m = settings.manage
     rules = ", ".join(

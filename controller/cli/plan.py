@@ -21,7 +21,7 @@ from controller.clock import WallClock
 from controller.daemon.autopilot import override_for
 from controller.daemon.loop import Governor, TickReport
 from controller.platform.client import make_client
-from controller.platform.models import Endpoint
+from controller.platform.models import AnyEndpoint
 from controller.platform.recipes import PER_REPLICA
 from controller.platform.signals import FeedSample
 from controller.platform.windows import SIGNALS, WindowStore
@@ -56,9 +56,9 @@ class Listing:
     budget coverage that the plan shows."""
 
     def __init__(self) -> None:
-        self.endpoints: list[Endpoint] = []
+        self.endpoints: list[AnyEndpoint] = []
 
-    def observe(self, endpoints: Sequence[Endpoint], *, now: float) -> None:
+    def observe(self, endpoints: Sequence[AnyEndpoint], *, now: float) -> None:
         self.endpoints = list(endpoints)
 
 
@@ -68,7 +68,7 @@ def render_plan(
     out: TextIO,
     windows: WindowStore | None = None,
     settings: Settings | None = None,
-    listed: Sequence[Endpoint] | None = None,
+    listed: Sequence[AnyEndpoint] | None = None,
 ) -> None:
     """The `governor plan` table: what Governor would do for each managed endpoint, and why;
     with `windows`, also each endpoint's feed preset and the signal values the decision read;
@@ -125,7 +125,7 @@ def plan_json(
     report: TickReport,
     *,
     settings: Settings,
-    listed: Sequence[Endpoint],
+    listed: Sequence[AnyEndpoint],
     windows: WindowStore | None = None,
     autopilot: dict[str, Any] | None = None,
     rightsize: dict[str, Any] | None = None,

@@ -37,7 +37,7 @@ from controller.core.steps import (
     stabilise,
 )
 from controller.core.types import Action, Actuation, Decision, EndpointMemory
-from controller.platform.models import Endpoint
+from controller.platform.models import AnyEndpoint
 from policies.base import DemandHistory, FleetMember, Policy, QuotaView, SpendView
 
 __all__ = ["STEPS", "decide"]
@@ -47,7 +47,7 @@ STEPS = (people_first, propose, hard_stop, gate, demand, stabilise, bound, rate_
 
 
 def decide(
-    endpoint: Endpoint,
+    endpoint: AnyEndpoint,
     policies: Sequence[Policy],
     memory: EndpointMemory | None,
     *,

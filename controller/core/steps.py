@@ -27,7 +27,7 @@ from controller.core.types import (
     Reason,
     target_bounds,
 )
-from controller.platform.models import Endpoint, EndpointState
+from controller.platform.models import AnyEndpoint, EndpointState
 from policies.base import (
     DemandHistory,
     EndpointView,
@@ -120,7 +120,7 @@ def _hold(key: str, now: float, reason: Reason, message: str, **kw: Any) -> Deci
     return Decision(key=key, at=now, action=Action.HOLD, reason=reason, message=message, **kw)
 
 
-def _updated(endpoint: Endpoint) -> float:
+def _updated(endpoint: AnyEndpoint) -> float:
     return endpoint.status.updated_at.timestamp()
 
 
@@ -131,7 +131,7 @@ def _constraints(proposals: Sequence[Proposal]) -> list[Proposal]:
 # -- before the steps: bookkeeping independent of policies ----------------------------------------
 
 
-def observe(memory: EndpointMemory | None, endpoint: Endpoint, now: float) -> EndpointMemory:
+def observe(memory: EndpointMemory | None, endpoint: AnyEndpoint, now: float) -> EndpointMemory:
     """Record state changes, since when the endpoint runs, and its first-seen `updatedAt`."""
     mem = memory or EndpointMemory(first_seen=now)
     st = endpoint.state.value
@@ -151,7 +151,7 @@ def observe(memory: EndpointMemory | None, endpoint: Endpoint, now: float) -> En
 
 
 def people_first(
-    endpoint: Endpoint,
+    endpoint: AnyEndpoint,
     mem: EndpointMemory,
     *,
     now: float,
@@ -196,7 +196,7 @@ def people_first(
 
 
 def propose(
-    endpoint: Endpoint,
+    endpoint: AnyEndpoint,
     policies: Sequence[Policy],
     mem: EndpointMemory,
     *,
@@ -249,7 +249,7 @@ _PAUSABLE = (EndpointState.RUNNING, EndpointState.SCALED_TO_ZERO, EndpointState.
 
 
 def hard_stop(
-    endpoint: Endpoint, proposals: tuple[Proposal, ...], mem: EndpointMemory, *, now: float
+    endpoint: AnyEndpoint, proposals: tuple[Proposal, ...], mem: EndpointMemory, *, now: float
 ) -> Decision | None:
     """Pause wins over everything; resume only Governor's own pauses; act only when running.
 
@@ -299,7 +299,7 @@ def hard_stop(
 
 
 def _paused(
-    endpoint: Endpoint,
+    endpoint: AnyEndpoint,
     constraints: list[Proposal],
     proposals: tuple[Proposal, ...],
     mem: EndpointMemory,
@@ -550,7 +550,7 @@ def rate_limit(
 
 def actuation(
     draft: Draft,
-    endpoint: Endpoint,
+    endpoint: AnyEndpoint,
     lim: Limits,
     *,
     now: float,

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from controller.platform.models import Endpoint, EndpointState
+from controller.platform.models import AnyEndpoint, EndpointState
 
 log = structlog.get_logger("governor.cost")
 
@@ -71,7 +71,7 @@ def hour_of_week(t: float, tz: ZoneInfo) -> int:
 # -- billing model ------------------------------------------------------------------------------
 
 
-def billed_replicas(ep: Endpoint) -> int:
+def billed_replicas(ep: AnyEndpoint) -> int:
     """Replicas the platform bills now: `targetReplica` while initializing, running or updating.
 
     Pending, paused, scaled-to-zero and failed endpoints have no replica and cost nothing.

@@ -64,7 +64,7 @@ from controller.cost.pricing import PriceBook, pricing_version
 from controller.cost.quota import QuotaLine, quota_lines, quota_usage
 from controller.errors import ConfigError
 from controller.files import private_file
-from controller.platform.models import Endpoint, EndpointState
+from controller.platform.models import AnyEndpoint, EndpointState
 
 if TYPE_CHECKING:  # the ledger reads settings by attribute; config sits above cost
     from controller.settings import Settings
@@ -214,7 +214,7 @@ class Ledger:
         self.readonly = readonly
         self._eps: dict[str, _EpState] = {}
         # A standby's listings since the leader's last published watermark (leader election).
-        self._buffer: deque[tuple[float, list[Endpoint]]] = deque(maxlen=standby_buffer_ticks)
+        self._buffer: deque[tuple[float, list[AnyEndpoint]]] = deque(maxlen=standby_buffer_ticks)
         # Under election the leader keeps each tick's spend until its watermark is published.
         self.track_unpublished = False
         # The forecast profiles, mirrored in memory once read (see `profiles`).
@@ -277,7 +277,7 @@ class Ledger:
 
     # -- recording ------------------------------------------------------------------------------
 
-    def observe(self, endpoints: Sequence[Endpoint], *, now: float, record: bool = True) -> None:
+    def observe(self, endpoints: Sequence[AnyEndpoint], *, now: float, record: bool = True) -> None:
         """Record every listed endpoint's spend up to `now`, in one transaction.
 
         With `record=False` (a standby under leader election) nothing is recorded: the listing is
@@ -289,7 +289,7 @@ class Ledger:
             return
         self._observe(endpoints, now=now, record=True)
 
-    def _observe(self, endpoints: Sequence[Endpoint], *, now: float, record: bool) -> None:
+    def _observe(self, endpoints: Sequence[AnyEndpoint], *, now: float, record: bool) -> None:
         """Advance every listed endpoint to `now`; with `record=False` the replicas are followed
         and their minutes counted as billed but no spend is written (a leader that left no
         watermark: an older Governor)."""
@@ -349,7 +349,7 @@ class Ledger:
 
     def _advance(
         self,
-        ep: Endpoint,
+        ep: AnyEndpoint,
         now: float,
         spend: dict[tuple[str, str, float, int], int],
         gaps: list[tuple[str, float, float, int]],
@@ -421,7 +421,7 @@ class Ledger:
         st.last_observed = now
         return self._refresh(st, ep, now)
 
-    def _new_state(self, ep: Endpoint, *, last_observed: float, state: str) -> _EpState:
+    def _new_state(self, ep: AnyEndpoint, *, last_observed: float, state: str) -> _EpState:
         c = ep.compute
         return _EpState(
             key=ep.key,
@@ -438,7 +438,7 @@ class Ledger:
         )
 
     @staticmethod
-    def _refresh(st: _EpState, ep: Endpoint, now: float) -> _EpState:
+    def _refresh(st: _EpState, ep: AnyEndpoint, now: float) -> _EpState:
         c = ep.compute
         st.tags = list(ep.tags)
         st.instance = (ep.provider.vendor, c.instance_type, c.instance_size)
@@ -763,7 +763,7 @@ class CostTracker:
     def close(self) -> None:
         self.ledger.close()
 
-    def observe(self, endpoints: Sequence[Endpoint], *, now: float, record: bool = True) -> None:
+    def observe(self, endpoints: Sequence[AnyEndpoint], *, now: float, record: bool = True) -> None:
         self.ledger.observe(endpoints, now=now, record=record)
         self.latest = self.report(endpoints, now=now)
 
@@ -787,7 +787,7 @@ class CostTracker:
         log.info("price_refresh", differences=diffs, table=pricing_version().get("version"))
         return diffs
 
-    def report(self, endpoints: Sequence[Endpoint] | None, *, now: float) -> CostReport:
+    def report(self, endpoints: Sequence[AnyEndpoint] | None, *, now: float) -> CostReport:
         s, lg = self.settings, self.ledger
         tz = lg.tz
         m0, m1 = month_bounds(now, tz)

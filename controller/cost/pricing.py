@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from controller.errors import ConfigError
-from controller.platform.models import Endpoint
+from controller.platform.models import AnyEndpoint
 
 __all__ = ["PriceBook", "PriceDiff", "PriceRow", "load_pricing", "lookup_price", "pricing_version"]
 
@@ -186,7 +186,7 @@ class PriceBook:
             )
         return row
 
-    def for_endpoint(self, ep: Endpoint) -> PriceRow | None:
+    def for_endpoint(self, ep: AnyEndpoint) -> PriceRow | None:
         c = ep.compute
         return self.lookup(ep.provider.vendor, c.instance_type, c.instance_size)
 

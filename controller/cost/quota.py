@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from controller.cost.pricing import PriceBook
-from controller.platform.models import Endpoint, EndpointState
+from controller.platform.models import AnyEndpoint, EndpointState
 
 S = EndpointState
 
@@ -32,7 +32,7 @@ class QuotaLine:
 
 
 def quota_usage(
-    endpoints: Iterable[Endpoint], prices: PriceBook
+    endpoints: Iterable[AnyEndpoint], prices: PriceBook
 ) -> dict[tuple[str, str, str], int]:
     """Accelerators held per (namespace, vendor, kind), counted as the platform counts them:
     running/initializing/updating: target replicas; pending: max(min, 1); scaledToZero: max
@@ -47,7 +47,7 @@ def quota_usage(
 
 
 def held_accelerators(
-    ep: Endpoint, prices: PriceBook
+    ep: AnyEndpoint, prices: PriceBook
 ) -> tuple[tuple[str, str, str], int, int] | None:
     """One endpoint's (quota group, accelerators held, accelerators per replica), by the rules of
     `quota_usage`; None for CPU or unpriced instances, which hold no accelerator quota."""

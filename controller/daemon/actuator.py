@@ -15,7 +15,7 @@ from typing import Literal
 from controller.core import Action, Decision
 from controller.errors import ApiError, RejectedApiError
 from controller.platform.client import EndpointsClient
-from controller.platform.models import Endpoint, EndpointState
+from controller.platform.models import AnyEndpoint, EndpointState
 
 __all__ = ["ActionResult", "Actuator", "Outcome", "describe"]
 
@@ -36,7 +36,7 @@ class Outcome:
     result: ActionResult
     detail: str
     error: Literal["none", "spec", "internal"] = "none"
-    endpoint: Endpoint | None = None
+    endpoint: AnyEndpoint | None = None
 
 
 def describe(decision: Decision) -> str:
@@ -61,9 +61,9 @@ class Actuator:
     async def apply(
         self,
         decision: Decision,
-        observed: Endpoint,
+        observed: AnyEndpoint,
         *,
-        on_write: Callable[[Endpoint], None] | None = None,
+        on_write: Callable[[AnyEndpoint], None] | None = None,
     ) -> Outcome:
         """Make `observed` match `decision`, or explain why not. Never raises for API errors.
 
@@ -75,7 +75,7 @@ class Actuator:
         if self.dry_run:
             return Outcome(ActionResult.DRY_RUN, describe(decision))
         ns, name = observed.namespace or "", observed.name
-        last: Endpoint | None = None
+        last: AnyEndpoint | None = None
         try:
             fresh = await self.client.get_endpoint(ns, name)
             if fresh.state is not observed.state:

@@ -29,7 +29,7 @@ import structlog
 
 from controller.daemon.replays import OneReplay, instance_of
 from controller.daemon.store import DemandMinute, StateStore
-from controller.platform.models import Endpoint
+from controller.platform.models import AnyEndpoint
 
 if TYPE_CHECKING:
     from controller.daemon.loop import Governor
@@ -105,7 +105,7 @@ class AutopilotRunner:
         gov.metrics.autopilot_decisions.labels(action).inc()
         log.info("autopilot", endpoint=key, action=action, why=message)
 
-    def step(self, gov: Governor, managed: Sequence[Endpoint], now: float) -> None:
+    def step(self, gov: Governor, managed: Sequence[AnyEndpoint], now: float) -> None:
         """Once per tick: take a finished replay, check the guardrail, start the next replay."""
         if not self.settings.enabled:
             return
@@ -133,7 +133,7 @@ class AutopilotRunner:
             st.adopted_at = now
         self._record(gov, key, adoption.action, adoption.explain(), now)
 
-    def _check_revert(self, gov: Governor, ep: Endpoint, now: float) -> None:
+    def _check_revert(self, gov: Governor, ep: AnyEndpoint, now: float) -> None:
         st = self.state.get(ep.key)
         if st is None or st.adopted_at is None or st.safety is None:
             return
@@ -162,7 +162,7 @@ class AutopilotRunner:
             st.adopted_at = None  # confirmed: the guardrail has done its check
             self._save(ep.key)
 
-    def _start_next(self, gov: Governor, managed: Sequence[Endpoint], now: float) -> None:
+    def _start_next(self, gov: Governor, managed: Sequence[AnyEndpoint], now: float) -> None:
         a = self.settings
         for ep in managed:
             st = self.state.get(ep.key)

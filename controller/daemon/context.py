@@ -18,7 +18,7 @@ from controller.core import Decision, EndpointMemory
 from controller.core.params import EndpointSettings
 from controller.cost.pricing import PriceBook
 from controller.cost.quota import held_accelerators, quota_usage
-from controller.platform.models import Endpoint, EndpointState
+from controller.platform.models import AnyEndpoint, EndpointState
 from controller.settings import Settings
 from policies.base import FleetMember, QuotaView, SpendView
 
@@ -32,7 +32,7 @@ class EndpointContext:
     spend: SpendView | None = None
 
 
-def _spend(ep: Endpoint, settings: Settings, report: object | None) -> SpendView | None:
+def _spend(ep: AnyEndpoint, settings: Settings, report: object | None) -> SpendView | None:
     states = {(b.scope, b.period): b for b in getattr(report, "budgets", None) or []}
     worst: SpendView | None = None
     for b in settings.budgets:
@@ -55,8 +55,8 @@ def _spend(ep: Endpoint, settings: Settings, report: object | None) -> SpendView
 
 
 def build_contexts(
-    managed: Sequence[Endpoint],
-    listed: Sequence[Endpoint],
+    managed: Sequence[AnyEndpoint],
+    listed: Sequence[AnyEndpoint],
     *,
     settings: Settings,
     endpoint_settings: Mapping[str, EndpointSettings],
@@ -69,7 +69,7 @@ def build_contexts(
     limits = {
         (q.namespace, q.vendor, q.accelerator): q.max_accelerators for q in settings.quota.limits
     }
-    groups: dict[tuple[str, str, str], list[tuple[Endpoint, int, int]]] = {}
+    groups: dict[tuple[str, str, str], list[tuple[AnyEndpoint, int, int]]] = {}
     for ep in managed:
         found = held_accelerators(ep, book)
         if found is None:

@@ -34,7 +34,7 @@ from controller.daemon.store import DemandRecorder, StateStore, demand_history
 from controller.daemon.trust import implausible
 from controller.errors import ApiError, AuthError, FeedError
 from controller.platform.client import EndpointsClient
-from controller.platform.models import Endpoint, EndpointState
+from controller.platform.models import AnyEndpoint, EndpointState
 from controller.platform.presets import AUTO
 from controller.platform.scrape import FeedChoice, Scraper
 from controller.platform.signals import FeedSample
@@ -63,12 +63,12 @@ class TickObserver(Protocol):
     data; an exception is logged and the tick goes on.
     """
 
-    def observe(self, endpoints: Sequence[Endpoint], *, now: float) -> None: ...
+    def observe(self, endpoints: Sequence[AnyEndpoint], *, now: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class TickEntry:
-    endpoint: Endpoint
+    endpoint: AnyEndpoint
     decision: Decision
     outcome: Outcome | None
 
@@ -224,8 +224,8 @@ class Governor:
         self._policies_of[id(es)] = (es, pols)
         return pols
 
-    async def _discover(self, report: TickReport, deadline: float) -> list[Endpoint]:
-        found: list[Endpoint] = []
+    async def _discover(self, report: TickReport, deadline: float) -> list[AnyEndpoint]:
+        found: list[AnyEndpoint] = []
         auth_failures = 0
         for i, ns in enumerate(self.settings.namespaces):
             if time.monotonic() >= deadline:
@@ -253,11 +253,11 @@ class Governor:
             report.failed = "auth" if every_auth else "discovery"
         return found
 
-    def _believable(self, found: list[Endpoint], report: TickReport) -> list[Endpoint]:
+    def _believable(self, found: list[AnyEndpoint], report: TickReport) -> list[AnyEndpoint]:
         """Drop items whose numbers or times cannot be true (daemon/trust.py); count them."""
         api = self.settings.api
         now = self.clock.now()
-        kept: list[Endpoint] = []
+        kept: list[AnyEndpoint] = []
         for ep in found:
             why = implausible(
                 ep,
@@ -275,9 +275,7 @@ class Governor:
             log.warning("endpoint_implausible", endpoint=ep.key, error=why)
         return kept
 
-    async def _observe(
-        self, endpoints: list[Endpoint], report: TickReport, now: float
-    ) -> None:
+    async def _observe(self, endpoints: list[AnyEndpoint], report: TickReport, now: float) -> None:
         """Hand the listing to the observers. Only the leader bills: a standby's ledger keeps
         the listing, and the leader's first tick resumes from its predecessor's watermark with
         them; the leader publishes its own after every tick (daemon/election.py)."""
@@ -320,7 +318,7 @@ class Governor:
             if report.failed is not None:
                 return self._failed_tick(report, started)
             await self._observe(endpoints, report, now)
-            managed: list[Endpoint] = []
+            managed: list[AnyEndpoint] = []
             for ep in endpoints:
                 if s.is_managed(ep.namespace or "", ep.name, ep.tags):
                     managed.append(ep)
@@ -385,7 +383,9 @@ class Governor:
             self.on_tick(report)
         return report
 
-    async def _scrape(self, live: Sequence[Endpoint], report: TickReport, deadline: float) -> None:
+    async def _scrape(
+        self, live: Sequence[AnyEndpoint], report: TickReport, deadline: float
+    ) -> None:
         """Fetch the live endpoints' feeds, but only for what is left of the tick's budget."""
         done: set[str] = set()
         ready = {ep.key: ep.status.ready_replica for ep in live}
@@ -430,8 +430,8 @@ class Governor:
 
     async def _decide_and_act(
         self,
-        managed: Sequence[Endpoint],
-        listed: Sequence[Endpoint],
+        managed: Sequence[AnyEndpoint],
+        listed: Sequence[AnyEndpoint],
         report: TickReport,
         now: float,
         deadline: float = float("inf"),
@@ -531,7 +531,7 @@ class Governor:
         return entries
 
     async def _act(
-        self, decision: Decision, ep: Endpoint, mem: EndpointMemory, now: float
+        self, decision: Decision, ep: AnyEndpoint, mem: EndpointMemory, now: float
     ) -> Outcome:
         """Apply one decision; each write is recorded as Governor's own before anything can read
         it back (a kill -9 after the write, or a lost response, must not look like a person)."""
@@ -548,7 +548,7 @@ class Governor:
         self.memory[key] = mem
         self._persist(key, mem, now)
 
-        def written(fresh: Endpoint) -> None:
+        def written(fresh: AnyEndpoint) -> None:
             cur = self.memory.get(key, mem)
             self.memory[key] = replace(
                 cur, last_known_update=fresh.status.updated_at.timestamp(), unacked_write=None
@@ -567,7 +567,7 @@ class Governor:
         if self.on_identity is not None:
             self.on_identity(name)
 
-    def _adopt_unacked_write(self, ep: Endpoint, now: float) -> None:
+    def _adopt_unacked_write(self, ep: AnyEndpoint, now: float) -> None:
         """A write sent before the identity was known, whose answer never came (lost, or a kill
         -9 before it arrived): if the listing shows exactly that change, made after it was sent,
         the change is Governor's own and its author is Governor's identity."""
@@ -629,7 +629,7 @@ class Governor:
         except sqlite3.Error as exc:
             log.warning("demand_record_failed", error=str(exc))
 
-    def endpoint_settings(self, ep: Endpoint) -> EndpointSettings:
+    def endpoint_settings(self, ep: AnyEndpoint) -> EndpointSettings:
         """The config's settings for `ep`, with the autopilot's override for it merged over."""
         es = self.settings.endpoint_settings(ep.namespace or "", ep.name, ep.tags)
         over = self.overrides.get(ep.key)
@@ -785,7 +785,7 @@ def _asked(decision: Decision, now: float) -> dict[str, Any]:
     return {"at": now, "min": lo, "max": hi}
 
 
-def _shows(ep: Endpoint, asked: Mapping[str, Any]) -> bool:
+def _shows(ep: AnyEndpoint, asked: Mapping[str, Any]) -> bool:
     state = asked.get("state")
     if state == "resumed":
         return ep.state is not EndpointState.PAUSED

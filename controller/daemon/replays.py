@@ -10,10 +10,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from controller.platform.models import Endpoint
+from controller.platform.models import AnyEndpoint
 
 
-def instance_of(ep: Endpoint) -> str:
+def instance_of(ep: AnyEndpoint) -> str:
     """The `vendor/type/size` key the pricing table and the replays use."""
     c = ep.compute
     return f"{ep.provider.vendor}/{c.instance_type}/{c.instance_size}"

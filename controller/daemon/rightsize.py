@@ -39,7 +39,7 @@ from controller.daemon.autopilot import live_attainment
 from controller.daemon.replays import OneReplay, instance_of
 from controller.daemon.store import StateStore
 from controller.errors import GovernorError
-from controller.platform.models import Endpoint, EndpointState
+from controller.platform.models import AnyEndpoint, EndpointState
 from policies.right_sizing import RightSizingParams, in_maintenance, params_from
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class SizingState:
 
 
 def quota_allows(
-    provider: dict[str, Any], ep: Endpoint, target: str, *, replicas: int
+    provider: dict[str, Any], ep: AnyEndpoint, target: str, *, replicas: int
 ) -> tuple[bool, str]:
     """Whether the namespace's quota for `target` holds `replicas` of it, from a
     `GET /provider/{namespace}` answer; unknown quota is not enough."""
@@ -110,7 +110,7 @@ def quota_allows(
     return False, f"{target} is not offered in {vendor}/{region}"
 
 
-def _accelerators(provider: dict[str, Any], ep: Endpoint) -> int:
+def _accelerators(provider: dict[str, Any], ep: AnyEndpoint) -> int:
     for v in provider.get("vendors") or []:
         for r in v.get("regions") or []:
             for c in r.get("computes") or []:
@@ -151,7 +151,7 @@ class RightsizeRunner:
         gov.metrics.rightsize_actions.labels(action).inc()
         log.info("rightsize", endpoint=key, action=action, why=message)
 
-    def _capacity_override(self, gov: Governor, ep: Endpoint) -> None:
+    def _capacity_override(self, gov: Governor, ep: AnyEndpoint) -> None:
         """A configured `capacity_per_replica` was stated for the instance the endpoint ran on
         when first evaluated; on another instance the replay's capacity for it is put in force
         (a settings override), and taken out again when the endpoint is back."""
@@ -173,7 +173,7 @@ class RightsizeRunner:
 
     # -- the tick -----------------------------------------------------------------------------
 
-    async def step(self, gov: Governor, managed: Sequence[Endpoint], now: float) -> None:
+    async def step(self, gov: Governor, managed: Sequence[AnyEndpoint], now: float) -> None:
         """Once per tick: take a finished evaluation, advance each apply, start the next one."""
         self._harvest(gov, now)
         for ep in managed:
@@ -212,7 +212,7 @@ class RightsizeRunner:
             st.base_instance = rec.current
         self._note(gov, key, "recommend" if rec.action == "change" else "keep", rec.explain(), now)
 
-    def _start_next(self, gov: Governor, managed: Sequence[Endpoint], now: float) -> None:
+    def _start_next(self, gov: Governor, managed: Sequence[AnyEndpoint], now: float) -> None:
         if self.store is None:
             return
         for ep in managed:
@@ -253,7 +253,7 @@ class RightsizeRunner:
     # -- the apply path -----------------------------------------------------------------------
 
     async def _advance(
-        self, gov: Governor, ep: Endpoint, params: RightSizingParams, now: float
+        self, gov: Governor, ep: AnyEndpoint, params: RightSizingParams, now: float
     ) -> None:
         st = self.state.get(ep.key)
         if st is None:
@@ -268,7 +268,7 @@ class RightsizeRunner:
             await self._watch_rollback(gov, ep, st, now)
 
     async def _maybe_start(
-        self, gov: Governor, ep: Endpoint, st: SizingState, p: RightSizingParams, now: float
+        self, gov: Governor, ep: AnyEndpoint, st: SizingState, p: RightSizingParams, now: float
     ) -> None:
         if not p.apply or st.action != "change" or st.best is None:
             return
@@ -326,7 +326,7 @@ class RightsizeRunner:
             return float(measured) * s_new / s_cur
         return s_new
 
-    async def _put(self, gov: Governor, ep: Endpoint, instance: str) -> None:
+    async def _put(self, gov: Governor, ep: AnyEndpoint, instance: str) -> None:
         _, itype, isize = instance.split("/")
         got = await gov.client.update_instance(
             ep.namespace or "", ep.name, instance_type=itype, instance_size=isize
@@ -336,7 +336,7 @@ class RightsizeRunner:
             gov.memory[ep.key] = replace(mem, last_known_update=got.status.updated_at.timestamp())
 
     async def _watch_update(
-        self, gov: Governor, ep: Endpoint, st: SizingState, p: RightSizingParams, now: float
+        self, gov: Governor, ep: AnyEndpoint, st: SizingState, p: RightSizingParams, now: float
     ) -> None:
         assert st.to_instance is not None
         assert st.started_at is not None
@@ -361,7 +361,7 @@ class RightsizeRunner:
             )
 
     async def _probation(
-        self, gov: Governor, ep: Endpoint, st: SizingState, p: RightSizingParams, now: float
+        self, gov: Governor, ep: AnyEndpoint, st: SizingState, p: RightSizingParams, now: float
     ) -> None:
         assert st.running_at is not None
         if ep.state in (S.UPDATE_FAILED, S.FAILED):
@@ -401,7 +401,7 @@ class RightsizeRunner:
         self._note(gov, ep.key, "confirmed", f"{st.to_instance} kept after probation ({said})", now)
 
     async def _rollback(
-        self, gov: Governor, ep: Endpoint, st: SizingState, why: str, now: float
+        self, gov: Governor, ep: AnyEndpoint, st: SizingState, why: str, now: float
     ) -> None:
         assert st.from_instance is not None
         st.phase, st.last_change_at = "rolling_back", now
@@ -411,7 +411,7 @@ class RightsizeRunner:
         self._note(gov, ep.key, "rollback", f"{why}; back to {st.from_instance}", now)
 
     async def _watch_rollback(
-        self, gov: Governor, ep: Endpoint, st: SizingState, now: float
+        self, gov: Governor, ep: AnyEndpoint, st: SizingState, now: float
     ) -> None:
         assert st.from_instance is not None
         cur = instance_of(ep)

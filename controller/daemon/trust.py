@@ -8,13 +8,13 @@ skipped for the tick and counted; the next listing is judged afresh.
 
 from __future__ import annotations
 
-from controller.platform.models import Endpoint
+from controller.platform.models import AnyEndpoint
 
 __all__ = ["implausible"]
 
 
 def implausible(
-    ep: Endpoint,
+    ep: AnyEndpoint,
     *,
     now: float,
     max_skew_s: float,

@@ -93,7 +93,7 @@ from controller.errors import (
     RejectedApiError,
     RetryableApiError,
 )
-from controller.platform.models import Endpoint
+from controller.platform.models import LISTED_ITEM, LISTING, Endpoint, ListedEndpoint
 
 if TYPE_CHECKING:
     from controller.settings import Settings
@@ -354,30 +354,46 @@ class EndpointsClient:
 
     # ---------------------------------------------------------------- public API
 
-    async def list_endpoints(self, namespace: str, *, skip_invalid: bool = True) -> list[Endpoint]:
-        """Every endpoint of `namespace`, each with `.namespace` set.
+    async def list_endpoints(
+        self, namespace: str, *, skip_invalid: bool = True
+    ) -> list[ListedEndpoint]:
+        """Every endpoint of `namespace` as compact records (`ListedEndpoint`), each placed in it.
 
         One malformed item must not hide the others: with `skip_invalid` it is left out, logged,
         and kept in `self.invalid_items` (reset per call) so the loop can count it.
         """
         self.invalid_items = []
         resp = await self._call("list", "GET", self._path(namespace), endpoint=namespace)
+        try:
+            # The common case, in one pass over the bytes: no dict per item beside the records.
+            out = LISTING.validate_json(resp.content).items
+        except pydantic.ValidationError:
+            out = self._list_item_by_item(resp, namespace, skip_invalid=skip_invalid)
+        for ep in out:
+            ep.placed(namespace)
+        return out
+
+    def _list_item_by_item(
+        self, resp: httpx.Response, namespace: str, *, skip_invalid: bool
+    ) -> list[ListedEndpoint]:
+        """A listing the one-pass read refused: the JSON's shape checked, each item on its own."""
         data = self._json(resp, route="list", endpoint=namespace)
         items = data.get("items") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise self._bad(
                 resp, "list: expected an object with an `items` list", namespace, "items"
             )
-        # Memory at 10,000 endpoints: the body (9 MB) and each item's dict (~30 MB in all) go as
-        # soon as they are read, instead of living beside the models built from them; errors
-        # only need the status and headers.
-        resp = httpx.Response(resp.status_code, headers=resp.headers)
-        del data
         out = []
         for i, item in enumerate(items):
-            items[i] = None
             try:
-                ep = self._model(resp, item, route="list", endpoint=namespace, prefix=f"items.{i}.")
+                ep = self._model(
+                    resp,
+                    item,
+                    route="list",
+                    endpoint=namespace,
+                    prefix=f"items.{i}.",
+                    as_=LISTED_ITEM,
+                )
             except BadResponseError as exc:
                 if not skip_invalid:
                     raise
@@ -387,7 +403,6 @@ class EndpointsClient:
                 )
                 self.invalid_items.append(exc)
                 continue
-            ep.namespace = namespace
             out.append(ep)
         return out
 
@@ -582,10 +597,19 @@ class EndpointsClient:
             ) from None
 
     def _model(
-        self, resp: httpx.Response, data: Any, *, route: str, endpoint: str, prefix: str = ""
-    ) -> Endpoint:
+        self,
+        resp: httpx.Response,
+        data: Any,
+        *,
+        route: str,
+        endpoint: str,
+        prefix: str = "",
+        as_: pydantic.TypeAdapter[Any] | None = None,
+    ) -> Any:
+        """`data` as an `Endpoint` (or through the adapter `as_`); a bad field is a one-line
+        `BadResponseError` naming it."""
         try:
-            return Endpoint.model_validate(data)
+            return Endpoint.model_validate(data) if as_ is None else as_.validate_python(data)
         except pydantic.ValidationError as exc:
             path, msg = _field_path(exc, prefix)
             raise self._bad(resp, f"{route}: bad field {path}: {msg}", endpoint, path) from None
