@@ -7,16 +7,20 @@ The default demand policy. Every tick:
    (`policies.capacity.learn`: Little's law on completions and latency; a sustained queue shows the
    replicas full), starting from `capacity_prior`.
 2. **Load.** The mean requests in flight (queued + in service) over `window_s`: the Erlangs the
-   replicas must carry. A queue counts too, so an endpoint behind its load sizes for its backlog.
-   It is the feed's pending-requests series when there is one, else derived by Little's law from
-   the request counter and the latency summary (`EndpointWindow.in_flight`, docs/signals.md); the
-   reason names which.
+   replicas must carry. It is the feed's pending-requests series when there is one, else derived
+   by Little's law from the request counter and the latency summary (`EndpointWindow.in_flight`,
+   docs/signals.md); the reason names which.
+   **Backlog.** While requests queue beyond what the ready replicas serve (`backlog`), the queue
+   is not load in flight: the replicas started for it are ready a cold start from now, so the
+   load sized for is the arrivals plus the queue that will be left then, drained within
+   `drain_s` (`_backlog`); a burst over before they are ready asks for the few that drain its
+   remains, a queue still growing for what it will be. While it grows nothing is given back.
 3. **Size.** The fewest replicas for which an M/M/c queue with that load keeps P(wait > the SLO's
    queueing delay) within `safety` x the SLO's miss budget (1 - attainment). The mean service
    time, once learnt, lets the model count waits shorter than the delay as met.
-4. **Panic.** When the mean over `panic_window_s` asks for at least `panic_threshold` x the ready
-   replicas, that count is used at once, and nothing is scaled down until a full `window_s` passes
-   without another such tick (Knative's panic mode).
+4. **Panic.** When the mean over `panic_window_s` (with a queue: the backlog's sizing) asks for at
+   least `panic_threshold` x the ready replicas, that count is used at once, and nothing is
+   scaled down until a full `window_s` passes without another such tick (Knative's panic mode).
 5. **Scale to zero** (only where the operator's floor is 0). The idle gaps the endpoint has had
    (up to `gap_history`) say what keeping the last replica warm costs against what a cold start
    costs: the idle timeout chosen is the one with the fewest expected replica-seconds (idle time
@@ -25,14 +29,15 @@ The default demand policy. Every tick:
    start of each wake, all of which wait) fit in `safety` x the SLO's miss budget of the requests
    seen. With no gap beyond the timeout, or no history, it stays warm.
 
-Reason codes: `slo_target` (sized), `panic`, `idle_to_zero` (0 replicas after the break-even idle
-time), `no_data` (no in-flight figure in `window_s`, neither pending nor derived: invalid
-proposal).
+Reason codes: `slo_target` (sized; the message names a backlog), `panic`, `idle_to_zero` (0
+replicas after the break-even idle time), `no_data` (no in-flight figure in `window_s`, neither
+pending nor derived: invalid proposal).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -86,6 +91,19 @@ class SloTargetParams(BaseModel):
     )
     trend_s: float = Field(
         300.0, gt=0, le=3600, description="Span of recent window means the trend is fitted on."
+    )
+    backlog: bool = Field(
+        True,
+        description="With a queue beyond what the ready replicas serve, size for the backlog "
+        "that will remain one cold start ahead and the arrivals, not for the queue's length "
+        "as if each queued request were served at once.",
+    )
+    drain_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Time the replicas started for a backlog are sized to drain what remains of "
+        "it once ready (shorter: more replicas, fewer requests waiting behind it).",
     )
     prewarm: bool = Field(
         True,
@@ -157,6 +175,28 @@ def idle_timeout(
         if c < best[0] - 1e-9:
             best = (c, tau)
     return best[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What `_backlog` sizes for: the load in flight, the queue's growth per second, why."""
+
+    load: float
+    growth: float
+    why: str
+
+
+def _slope(points: list[list[float]]) -> float:
+    """Least-squares slope of [t, v] points (0 with fewer than two distinct times)."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    if var <= 0:
+        return 0.0
+    return sum((t - mt) * (v - mv) for t, v in points) / var
 
 
 class SloTargetPolicy:
@@ -255,23 +295,42 @@ class SloTargetPolicy:
             )
 
         lead = self._cold_start(view, mem) if p.trend else 0.0
-        ahead = self._ahead(mem, now, load, lead)
-        stable = size(max(0.0, load, ahead))
+        backlog = self._backlog(view, mem, now, cap)
+        queued = backlog is not None or now - float(mem.get("backlog_at", -math.inf)) < p.window_s
+        if backlog is not None:
+            mem["backlog_at"] = now
+            base = backlog.load
+        elif queued and w is not None and w.latest is not None and w.latest.pending is not None:
+            base = w.latest.pending  # the window's mean still counts the queue just drained
+        else:
+            base = load
+        ahead = self._ahead(mem, now, base, lead)
+        sized = base if backlog is not None else max(0.0, base, ahead)
+        stable = size(sized)
         svc = f", service {float(service):.2f}s" if service else ""
-        trend = f", {ahead:.2f} one cold start ahead on its trend" if ahead > load else ""
+        trend = f", {ahead:.2f} one cold start ahead on its trend" if ahead > base else ""
+        if backlog is not None:
+            trend = f"; {backlog.why}"
+        elif base != load:
+            trend = f", {base:.2f} now (a queue drained within {p.window_s:g}s){trend}"
         why = (
             f"load {reading.describe()} over {p.window_s:g}s{trend}, capacity {cap:g}/replica "
             f"({cap_src}){svc}: P(wait > {view.slo_queue_delay_s:g}s) <= {budget:.3g} needs "
             f"{stable}"
         )
+        # While the queue grows, nothing is given back (whatever the sizing says).
+        keep = view.current if backlog is not None and backlog.growth > 0 else 0
         warm, warm_why = self._prewarm(view, mem, now, load, size)
         if warm > stable:
             why += f"; {warm_why}"
         quick = w.in_flight(span_s=p.panic_window_s, now=now) if w is not None else None
         short = quick.value if quick is not None else None
         burst = size(short) if short is not None else 0
+        if queued:
+            burst = stable  # the short mean counts the same queue, which the backlog has sized
         panic_last = mem.get("panic_last")
-        if burst >= p.panic_threshold * max(view.ready, 1) and burst > stable:
+        over = burst > stable or backlog is not None
+        if burst >= p.panic_threshold * max(view.ready, 1) and over:
             mem["panic_last"] = panic_last = now
             mem["panic_max"] = max(int(mem.get("panic_max", 0)), burst)
         elif panic_last is not None and now - float(panic_last) >= p.window_s:
@@ -293,8 +352,8 @@ class SloTargetPolicy:
                 policy=self.name,
                 kind=ProposalKind.DEMAND,
                 reason="prewarm",
-                message=f"{why} -> {warm}",
-                replicas=warm,
+                message=f"{why} -> {max(warm, keep)}",
+                replicas=max(warm, keep),
                 memory=mem,
             )
         if stable == 0 and view.floor == 0:
@@ -312,8 +371,8 @@ class SloTargetPolicy:
             policy=self.name,
             kind=ProposalKind.DEMAND,
             reason="slo_target",
-            message=why,
-            replicas=max(stable, 1),
+            message=why + (f"; the queue grows: keeps {keep}" if keep > stable else ""),
+            replicas=max(stable, 1, keep),
             memory=mem,
         )
 
@@ -342,6 +401,66 @@ class SloTargetPolicy:
         return want, (
             f"pre-warm: {fc.describe()} within {lead:.0f}s (cold start + margin): "
             f"{load + fc.rise:.2f} needs {want}{note}"
+        )
+
+    def _backlog(
+        self, view: EndpointView, mem: dict[str, Any], now: float, cap: float
+    ) -> Backlog | None:
+        """The load to size for while requests queue beyond what the ready replicas serve, or
+        None (no queue, no pending gauge, no replica ready or nothing completed to measure the
+        drain by: the load as read is used).
+
+        A queue of q requests is not q requests to serve at once: the replicas started for it
+        are ready a cold start L from now, and by then the queue is q + g L (g: the pending
+        gauge's growth per second; it is negative once the burst is over and the ready replicas
+        drain it). What they must carry is the arrivals (completions + g per second) plus what
+        remains, drained within `drain_s`; a replica completes `rate / ready` per second when
+        full (the replicas are full while there is a queue; `ready` averaged over the span the
+        rate is taken on), so the replicas needed are (arrivals + remaining / drain_s) /
+        (rate / ready), i.e. that x capacity in flight. A
+        2-minute burst that is over before any replica is ready asks for the few that drain its
+        backlog, not the ceiling. Bounded by all that is pending a cold start ahead served at
+        once."""
+        p = self.params
+        w = view.window
+        latest = w.latest if w is not None else None
+        if w is None or latest is None or latest.pending is None:
+            return None
+        kept = mem.get("pending", [])
+        seen = [[float(x) for x in e] for e in kept if len(e) == 3 and now - e[0] < p.window_s]
+        if not seen or seen[-1][0] < latest.at:
+            seen.append([latest.at, float(latest.pending), float(view.ready)])
+        mem["pending"] = seen
+        queue = latest.pending - view.ready * cap
+        if not p.backlog or queue <= 0 or view.ready < 1:
+            return None
+        answered = w.request_rate(span_s=p.window_s, now=now)
+        if answered is None:
+            return None
+        rate = answered - (w.request_rate(span_s=p.window_s, now=now, status_class="5xx") or 0.0)
+        if rate <= 0:  # 503s at the proxy were never served: they measure no drain
+            return None
+        growth = _slope([[t, v] for t, v, _ in seen])
+        cold = self._cold_start(view, mem)
+        remain = max(0.0, queue + growth * cold)
+        arrivals = max(0.0, rate + growth)
+        # the completions over the span were the work of the replicas ready then, not now
+        per_replica = rate / max(1.0, sum(r for _, _, r in seen) / len(seen))
+        need = cap * (arrivals + remain / p.drain_s) / per_replica
+        # Bounded: never more than every request pending a cold start ahead served at once (a
+        # rate read from a handful of completions, a replica just ready, must not ask for more).
+        most = latest.pending + max(0.0, growth) * cold
+        load = min(need, most)
+        return Backlog(
+            load=load,
+            growth=growth,
+            why=(
+                f"backlog: {queue:.0f} queued beyond {view.ready} x {cap:g} served, "
+                f"{growth:+.2f}/s; {remain:.0f} left one cold start ({cold:.0f}s) ahead, "
+                f"drained within {p.drain_s:g}s at {per_replica:.2f}/s per replica with "
+                f"{arrivals:.2f}/s arriving: {load:.2f} in flight"
+                + (f" (at most the {most:.0f} pending then)" if need > most else "")
+            ),
         )
 
     def _ahead(self, mem: dict[str, Any], now: float, load: float, lead_s: float) -> float:

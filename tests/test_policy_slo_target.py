@@ -7,6 +7,7 @@ import asyncio
 import math
 import random
 from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -237,9 +238,10 @@ def test_looser_slo_needs_fewer():
 
 
 def test_panic_scales_at_once_and_holds():
+    """Without the backlog rule (a queue read as load), a jump panics to its size at once."""
     samples = [*_steady(2.0, 6), feed(T0 + 90, pending=80.0, served=60.0)]
     v = replace(view(current=1, ready=1, window=rich_window(samples)), ceiling=50)
-    pol = _pol()
+    pol = _pol(backlog=False)
     p = pol.propose(v, T0 + 90)
     assert p.reason == "panic"
     assert p.replicas is not None
@@ -248,6 +250,22 @@ def test_panic_scales_at_once_and_holds():
     later = pol.propose(replace(v, window=calm, current=p.replicas, memory=p.memory), T0 + 135)
     assert later.reason == "panic"
     assert later.replicas == p.replicas
+
+
+def test_panic_on_a_backlog_holds_what_the_backlog_asks():
+    """The same jump with the backlog rule: 72 queued beyond 1 x 8 is sized for what remains a
+    cold start ahead, and the panic's hold keeps it."""
+    samples = [*_steady(2.0, 6), feed(T0 + 90, pending=80.0, served=60.0)]
+    v = replace(view(current=1, ready=1, window=rich_window(samples)), ceiling=50)
+    pol = _pol()
+    p = pol.propose(v, T0 + 90)
+    assert p.reason == "panic"
+    assert "backlog: 72 queued beyond 1 x 8 served" in p.message
+    assert p.replicas is not None
+    assert 2 <= p.replicas < 10
+    calm = rich_window(samples + [feed(T0 + 105 + 15 * i, pending=2.0) for i in range(3)])
+    later = pol.propose(replace(v, window=calm, current=p.replicas, memory=p.memory), T0 + 135)
+    assert (later.reason, later.replicas) == ("panic", p.replicas)
 
 
 def _idle_day(pol, v, gaps: int):
@@ -313,3 +331,96 @@ def test_default_meets_slo_on_a_small_load_through_the_emulator():
     by = {r.policy: r for r in report.runs}
     assert by["default"].meets_slo
     assert by["default"].replica_hours < by["target-2"].replica_hours
+
+
+# -- the backlog: sized for what remains one cold start ahead --------------------------------------
+
+
+def _drive(pol, pendings, *, ready, current, served_per_tick=30.0, ceiling=20, carry=True):
+    """Tick the policy every 15 s over a pending series (the replicas completing
+    `served_per_tick` a tick), carrying its memory (`carry`); the proposals."""
+    samples, mem, props = [], {}, []
+    for i, pend in enumerate(pendings):
+        samples.append(feed(T0 + 15 * i, pending=pend, served=served_per_tick * i))
+        v = replace(
+            view(current=current, ready=ready, window=rich_window(samples), memory=mem),
+            ceiling=ceiling,
+            cold_start_s=180.0,
+        )
+        props.append(pol.propose(v, T0 + 15 * i))
+        mem = dict(props[-1].memory or {}) if carry else {}
+    return props
+
+
+OFF = {"backlog": False}
+
+
+@pytest.mark.parametrize(
+    ("case", "pendings", "ready", "current", "relation", "carry"),
+    [
+        # a queue seen without its onset (no growth remembered): 2 replicas answer 2/s, and
+        # what is left of 28 queued when new replicas are ready needs a few, not what the queue
+        # read as load in flight asks for
+        ("queue, no growth seen", [16, 48, 46, 45, 44], 2, 2, "fewer", False),
+        # a sharp rise: the queue grows ~3/s and is sized for what it will be a cold start
+        # ahead (the arrivals plus what is left then, drained in drain_s); nothing given back
+        ("sharp rise", [16, 40, 80, 120, 160], 2, 2, "at least current", True),
+        ("sharp rise, at the ceiling", [16, 40, 80, 120, 160], 2, 20, "at least current", True),
+        # no queue: the same as without the backlog rule
+        ("no queue", [4, 5, 6, 5, 4], 2, 2, "same", True),
+        # no replica ready (from zero): nothing measures the drain, the load as read
+        ("from zero", [10, 40, 80, 120, 160], 0, 2, "same", True),
+    ],
+)
+def test_backlog_table(case, pendings, ready, current, relation, carry):
+    on = _drive(_pol(), pendings, ready=ready, current=current, carry=carry)[-1]
+    off = _drive(_pol(**OFF), pendings, ready=ready, current=current, carry=carry)[-1]
+    assert on.replicas is not None
+    assert off.replicas is not None
+    if relation == "fewer":
+        assert on.replicas < off.replicas, (case, on.message)
+        assert "backlog:" in on.message
+    elif relation == "at least current":
+        assert on.replicas >= current
+        assert "backlog:" in on.message
+    else:
+        assert (on.replicas, on.reason) == (off.replicas, off.reason), case
+
+
+def test_backlog_left_after_a_burst_is_drained_by_a_few():
+    """The reason's figures (a queue seen without its onset): 28 queued beyond 2 x 8, 2/s
+    answered (1/s a replica), so the replicas carry the 2/s arriving plus the 28 left drained
+    within 120 s: (2 + 28/120) x 8 = 17.9 in flight, 4 replicas, where the queue read as load
+    in flight (45.75 over 60 s) asks for 9."""
+    pend = [16, 48, 46, 45, 44]
+    last = _drive(_pol(), pend, ready=2, current=2, carry=False)[-1]
+    off = _drive(_pol(**OFF), pend, ready=2, current=2, carry=False)[-1]
+    assert "backlog: 28 queued beyond 2 x 8 served" in last.message, last.message
+    assert "17.87 in flight" in last.message
+    assert (last.replicas, off.replicas) == (4, 9)
+
+
+@given(
+    steps=st.lists(st.floats(0.0, 400.0), min_size=2, max_size=12),
+    ready=st.integers(0, 8),
+    current=st.integers(1, 12),
+    ceiling=st.integers(1, 20),
+    served=st.floats(0.0, 30.0),
+)
+def test_backlog_bounded_and_never_gives_back_while_the_queue_grows(
+    steps, ready, current, ceiling, served
+):
+    """Any pending series: the proposal is between 1 and the ceiling (or the count it is at,
+    when that is above); on a strictly growing queue beyond the ready replicas it never asks
+    for fewer than it has."""
+    current = min(current, ceiling)
+    for pend in (steps, sorted(set(steps))):
+        props = _drive(
+            _pol(), pend, ready=ready, current=current, served_per_tick=served, ceiling=ceiling
+        )
+        for p in props:
+            assert p.replicas is not None
+            assert 1 <= p.replicas <= max(ceiling, current)
+        growing = len(pend) >= 3 and all(b > a for a, b in pairwise(pend))
+        if growing and ready >= 1 and pend[-1] > ready * 8 and served > 0:
+            assert props[-1].replicas >= current, props[-1].message
