@@ -1,6 +1,6 @@
 """Control-quality benchmark: every system of `governor simulate` over the whole load suite, cold.
 
-    python benchmarks/control_quality.py                 # all 12 loads, 2 worker processes
+    python benchmarks/control_quality.py                 # all 12 loads, one worker per core
     python benchmarks/control_quality.py --only sparse --jobs 1 --out /tmp/cq   # one load
 
 For each load of `controller.backtest.loads` (train and test split), it replays, from a cold start
@@ -13,9 +13,10 @@ bound. Nothing is tuned here: Governor runs with whatever defaults it ships.
 It writes `benchmarks/results/control_quality.{json,md}`: per load and system the cost and SLO
 attainment (no per-tick timelines), the summary figures of the issue's acceptance criteria, the
 command, the machine, the package versions and the runtime. Each (load, system) pair is one
-`run_system()` call in a worker process (`--jobs`, default 2: the machine's two cores); each line
-on stderr says how much of the run's work is done and an ETA. Governor's replays run in the fast
-mode (`SimConfig.mode`, the default; same decisions as the full mode, tests/test_fast_replay.py).
+`run_system()` call in a worker process (`--jobs`, default: the cores; `controller.backtest.pool`,
+results the same whatever the jobs); each line on stderr says how much of the run's work is
+done and an ETA. Governor's replays run in the fast mode (`SimConfig.mode`, the default; same
+decisions as the full mode, tests/test_fast_replay.py).
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ import platform
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import cpu_model, versions
+from controller.backtest.pool import default_jobs, run_grid
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -263,29 +264,9 @@ def _commit() -> str | None:
     return (head + ("+dirty" if dirty else "")) or None
 
 
-class _Eta:
-    """Progress of the whole run and its ETA: the share of the work done, weighted by the loads'
-    hours (a replay's cost grows with its length), extrapolated from the time it took so far."""
-
-    def __init__(self, tasks: int, weight: float, started: float) -> None:
-        self.tasks, self.weight, self.started = tasks, max(weight, 1e-9), started
-        self.done, self.done_weight = 0, 0.0
-
-    def step(self, weight: float) -> str:
-        self.done += 1
-        self.done_weight += weight
-        elapsed = time.perf_counter() - self.started
-        share = min(1.0, self.done_weight / self.weight)
-        left = elapsed * (1.0 - share) / share if share > 0 else math.inf
-        return (
-            f"[{self.done}/{self.tasks} {100 * share:3.0f}% of the work, {elapsed:4.0f} s, "
-            f"ETA {left:4.0f} s]"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    ap.add_argument("--jobs", type=int, default=None, help="worker processes (default: the cores)")
     ap.add_argument("--only", action="append", help="only this load (repeatable)")
     ap.add_argument("--slo-attainment", type=float, default=0.99)
     ap.add_argument("--out", type=Path, default=RESULTS, help="directory for the results")
@@ -297,17 +278,21 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [(ld.name, s) for ld in loads for s in SYSTEMS]
     hours = {ld.name: ld.trace().duration_s for ld in loads}
     tasks.sort(key=lambda t: -hours[t[0]])
+    jobs = default_jobs() if a.jobs is None else a.jobs
+    if jobs < 1:
+        ap.error(f"--jobs: expected >= 1, got {jobs}")
     t0 = time.perf_counter()
     results: dict[str, dict[str, dict[str, Any] | None]] = {ld.name: {} for ld in loads}
-    with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        futs = {pool.submit(_run_one, *t[:1], a.slo_attainment, t[1]): t for t in tasks}
-        eta = _Eta(len(tasks), sum(hours[n] for n, _ in tasks), t0)
-        for f in as_completed(futs):
-            name, system = futs[f]
-            r = f.result()
-            results[name][system] = r
-            took = "not available" if r is None else f"{r['runtime_s']:.0f} s"
-            print(f"{eta.step(hours[name])}  {name}: {system}: {took}", file=sys.stderr)
+    figures = run_grid(
+        _run_one,
+        [(name, a.slo_attainment, system) for name, system in tasks],
+        jobs=jobs,
+        weights=[hours[name] for name, _ in tasks],
+        labels=[f"{name}: {system}" for name, system in tasks],
+        describe=lambda r: "not available" if r is None else f"{r['runtime_s']:.0f} s",
+    )
+    for (name, system), r in zip(tasks, figures, strict=True):
+        results[name][system] = r
     rows = [
         _row(ld.name, a.slo_attainment, {s: results[ld.name][s] for s in SYSTEMS}) for ld in loads
     ]
@@ -319,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _commit(),
         "slo_ms": 1000.0,
         "slo_attainment": a.slo_attainment,
-        "jobs": a.jobs,
+        "jobs": jobs,
         "wall_s": round(time.perf_counter() - t0, 1),
         "machine": {
             "cpu": cpu_model(),

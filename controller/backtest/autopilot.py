@@ -29,6 +29,7 @@ counts, as the store holds them) and the next day runs with what it adopted.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 import random
@@ -37,12 +38,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from controller.backtest.pool import run_grid
 from controller.backtest.simulate import (
     PolicySpec,
     RunResult,
     ServiceModel,
     SimConfig,
     run_system,
+    run_system_sync,
 )
 from controller.backtest.traces import RequestTrace
 from controller.core.params import EndpointSettings
@@ -190,6 +193,32 @@ def _endpoint_overrides(es: EndpointSettings, safety: float) -> dict[str, Any]:
     return {"defaults": data}
 
 
+def _quiet_worker() -> None:
+    """A spawned worker's logging: errors only (the replays' own logs are noise here)."""
+    from controller.logs import configure_logging
+
+    configure_logging(fmt="console", level="error")
+
+
+def _replay_candidate(
+    cfg: SimConfig, trace: RequestTrace, spec: PolicySpec
+) -> tuple[float, float, bool]:
+    """One candidate's replay in a worker process: only the figures travel back."""
+    r = run_system_sync(cfg, trace, spec)
+    assert r is not None
+    return r.cost_usd, r.slo_attainment, r.meets_slo
+
+
+def _candidate_spec(es: EndpointSettings, s: float) -> PolicySpec:
+    return PolicySpec(
+        f"safety={s:g}",
+        "governor",
+        governor=_endpoint_overrides(es, s),
+        floor=es.floor,
+        ceiling=es.ceiling,
+    )
+
+
 async def compare(
     trace: RequestTrace,
     cfg: SimConfig,
@@ -198,25 +227,34 @@ async def compare(
     *,
     current: float,
     progress: TextIO | None = None,
+    jobs: int = 1,
 ) -> list[Comparison]:
-    """Replay `trace` once per candidate safety, the endpoint's other settings as they are."""
-    out: list[Comparison] = []
-    for s in candidates:
-        spec = PolicySpec(
-            f"safety={s:g}",
-            "governor",
-            governor=_endpoint_overrides(es, s),
-            floor=es.floor,
-            ceiling=es.ceiling,
+    """Replay `trace` once per candidate safety, the endpoint's other settings as they are.
+    With `jobs` > 1 the candidates replay in that many worker processes (`backtest.pool`; one
+    progress line with the ETA per finished candidate on `progress`); the figures are the same
+    whatever `jobs` (a replay is deterministic)."""
+    specs = [_candidate_spec(es, s) for s in candidates]
+    if jobs == 1:
+        figures = []
+        for spec in specs:
+            r = await run_system(cfg, trace, spec, progress=progress)
+            assert r is not None
+            figures.append((r.cost_usd, r.slo_attainment, r.meets_slo))
+    else:
+        figures = await asyncio.to_thread(
+            run_grid,
+            _replay_candidate,
+            [(cfg, trace, spec) for spec in specs],
+            jobs=jobs,
+            labels=[spec.name for spec in specs],
+            out=progress,
+            describe=lambda f: f"${f[0]:.2f} at {100 * f[1]:.2f}%",
+            initializer=_quiet_worker,
         )
-        r = await run_system(cfg, trace, spec, progress=progress)
-        assert r is not None
-        out.append(
-            Comparison(
-                s, r.cost_usd, r.slo_attainment, r.meets_slo, current=abs(s - current) < 1e-9
-            )
-        )
-    return out
+    return [
+        Comparison(s, cost, att, meets, current=abs(s - current) < 1e-9)
+        for s, (cost, att, meets) in zip(candidates, figures, strict=True)
+    ]
 
 
 def choose(key: str, comps: Sequence[Comparison], *, current: float, at: float) -> Adoption:
@@ -264,12 +302,11 @@ def plan_endpoint(
     at: float,
     max_step: int = 1,
     progress: TextIO | None = None,
+    jobs: int = 1,
 ) -> Adoption | None:
     """What the autopilot adopts for one endpoint from its recorded minutes (blocking: it runs
-    its own event loop, so the daemon calls it in a worker thread). None when the endpoint does
-    not run `slo_target`."""
-    import asyncio
-
+    its own event loop, so the daemon calls it in a worker thread; `jobs`: worker processes for
+    the candidates, see `compare`). None when the endpoint does not run `slo_target`."""
     from policies.capacity import capacity_of
     from policies.slo_target import COLD_START_PRIOR_S
 
@@ -300,6 +337,7 @@ def plan_endpoint(
             candidates_near(current, max_step=max_step),
             current=current,
             progress=progress,
+            jobs=jobs,
         )
     )
     return choose(key, comps, current=current, at=at)

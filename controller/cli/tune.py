@@ -1,13 +1,15 @@
 """`governor tune`: what the autopilot would adopt for an endpoint, on demand, with the evidence.
 
     governor tune -c governor.yaml --endpoint ns/name [--days 7] [--instance aws/nvidia-l4/x1]
+        [--jobs N]
 
 Replays the endpoint's recorded demand of the last `--days` through the simulator once per
 candidate near the value in force (`controller.backtest.autopilot`) and prints each candidate's
 cost and SLO attainment on that history, and the one the autopilot would adopt. The service
 time, capacity and cold start of the replay are what Governor learnt for the endpoint (its
 `slo_target` memory in the state file), else the configured ones, else the policy's priors.
-Changes nothing.
+The candidates replay in `--jobs` worker processes (default: the cores), one progress line
+with the ETA per finished candidate on stderr. Changes nothing.
 
 Exit codes: 0 done, 1 nothing recorded for the endpoint, 2 bad configuration or usage.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from controller.backtest.autopilot import Adoption, plan_endpoint
+from controller.backtest.pool import default_jobs
 from controller.cli.export_trace import endpoint_key
 from controller.daemon.store import StateStore
 from controller.errors import ConfigError
@@ -40,6 +43,12 @@ def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
     t.add_argument("--days", type=float, default=7.0, help="history to replay in days (7)")
     t.add_argument("--instance", default="aws/nvidia-l4/x1", help="vendor/type/size, for the price")
     t.add_argument("--tag", action="append", default=[], help="the endpoint's tags (rules)")
+    t.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="worker processes for the candidates' replays (default: the cores)",
+    )
     return t
 
 
@@ -59,6 +68,9 @@ def run_tune(settings: Settings, args: argparse.Namespace, *, out: TextIO = sys.
     key = endpoint_key(args.endpoint)
     if not args.days > 0:
         raise ConfigError(f"--days: expected > 0, got {args.days}")
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs: expected >= 1, got {jobs}")
     ns, _, name = key.partition("/")
     es = settings.endpoint_settings(ns, name, list(args.tag))
     path = settings.state.path
@@ -86,6 +98,7 @@ def run_tune(settings: Settings, args: argparse.Namespace, *, out: TextIO = sys.
         instance=args.instance,
         at=now,
         progress=sys.stderr,
+        jobs=jobs,
     )
     if adoption is None:
         print(f"governor: {key} does not run slo_target: nothing to tune", file=sys.stderr)
