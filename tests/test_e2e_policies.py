@@ -392,6 +392,24 @@ async def test_hardware_utilisation_scales_to_hpa_formula_count(world: World, in
     assert all(d.at - max(u.at for u in ups if u.at < d.at) >= 300 for d in downs)
 
 
+def _unwrap(text: str) -> str:
+    """A decision's wrapped first line joined back (its continuation starts with spaces and is
+    not a "why:" line or a status row)."""
+    out: list[str] = []
+    for ln in text.splitlines():
+        cont = ln.startswith("       ") and not ln.strip().startswith("why:")
+        if (
+            cont
+            and out
+            and out[-1].startswith("[")
+            and not out[-1].endswith(("applied", "skipped", "failed", "dry-run"))
+        ):
+            out[-1] += " " + ln.strip()
+        else:
+            out.append(ln)
+    return "\n".join(out)
+
+
 async def test_demo_runs_mixed_policies_and_never_touches_the_unmanaged_endpoint():
     """`governor demo` sped up (40 virtual minutes in about 4 s) prints its decisions and the
     summary table, scales up at least once, and makes no API write to the unmanaged endpoint."""
@@ -421,9 +439,14 @@ async def test_demo_runs_mixed_policies_and_never_touches_the_unmanaged_endpoint
     assert unmanaged[1] == "no"
     assert unmanaged[2:4] == ["0", "0"]  # no action, no API write
     assert "unmanaged endpoints were never changed by Governor." in text
-    ups = [ln for ln in text.splitlines() if " scale_up " in ln and ln.endswith(": applied")]
-    assert ups, text
-    assert int(rows["total"][1]) >= len(ups)
+    # A decision's line wraps at 100 columns, so its ": applied" may end the next line. Which
+    # actions a wall-clock run takes depends on how late a loaded machine runs its ticks; that
+    # it scales up is pinned on the virtual clock (tests/test_demo.py). Here: it acts, and the
+    # summary counts every action it printed as applied.
+    decisions = re.findall(r"^\[\d+:\d\d\] \S+ +(\w+) .*?\((\w+)\): (\w+)$", _unwrap(text), re.M)
+    applied = [d for d in decisions if d[2] == "applied"]
+    assert applied, text
+    assert int(rows["total"][1]) >= len(applied)
 
 
 async def test_demo_fast_is_the_same_for_the_same_seed():
