@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 REAL_API = "https://api.endpoints.huggingface.cloud/v2"
+REAL_HUB = "https://huggingface.co"
 
 
 class _Strict(BaseModel):
@@ -129,8 +130,29 @@ class ApiSettings(_Strict):
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(20.0, gt=0, le=600)
     max_connections: int = Field(32, ge=1, le=1024)
+    hub_url: str = Field(
+        REAL_HUB,
+        description="Hugging Face Hub base URL; right-sizing reads a model's size from its model "
+        "API (the emulator's in tests).",
+    )
+    hub_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Total deadline of one Hub model API request."
+    )
+    hub_max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="A Hub model API answer larger than this is refused (the size is unknown).",
+    )
+    hub_cache_ttl_s: float = Field(
+        3600.0,
+        ge=0,
+        le=30 * 86_400,
+        description="A model's size (or why it is unknown) is reused this long per "
+        "(repository, revision).",
+    )
 
-    @field_validator("base_url")
+    @field_validator("base_url", "hub_url")
     @classmethod
     def _url(cls, v: str) -> str:
         return _check_url(v)

@@ -14,6 +14,10 @@ keeps the cheapest meeting the SLO, and recommends it when it saves at least `mi
 over the current instance's replay. The replays and the update itself are done outside the
 policy (the backtest and the daemon's `controller.daemon.rightsize`), as for the autopilot.
 
+The model's size is handed in, never fetched here: `model_memory_gb` when configured, else the
+Hub's (`controller.platform.hub`, read by the daemon or the command line), else the feed's peak.
+The policy records the endpoint's `model.repository` / `revision` in its memory for that lookup.
+
 Reason codes: `observing` (memory and use recorded), `no_data` (no GPU memory or use series in the
 window: nothing recorded this tick; still a valid, opinion-less proposal).
 """
@@ -234,6 +238,9 @@ class Recommendation:
     reason: str
     evaluations: tuple[Evaluation, ...] = ()
     model_gb: float | None = None
+    # where model_gb came from: "model_memory_gb" (config), "hub" (the Hub's safetensors
+    # parameter counts) or "feed" (the peak GPU memory observed); "" when unknown
+    model_source: str = ""
 
     def explain(self) -> str:
         head = (
@@ -302,6 +309,8 @@ class RightSizingPolicy:
         mem = dict(view.memory)
         if mem.get("instance") != instance:
             mem = {"instance": instance, "gpu_memory_peak": {}, "gpu_use": {}}
+        # what the endpoint serves, so that `governor rightsize` can ask the Hub its size
+        mem["model"] = {"repository": ep.model.repository, "revision": ep.model.revision}
         w = view.window
         hour = str(math.floor(now / HOUR_S))
         span = HOUR_S if w is None else min(HOUR_S, w.retention_s)

@@ -44,6 +44,7 @@ def endpoint_body(
     max_replica: int = 4,
     tags: list[str] | None = None,
     instance: tuple[str, str, str] = ("gpu", "nvidia-l4", "x1"),
+    repository: str = "gpt2",
 ) -> dict[str, Any]:
     acc, itype, isize = instance
     return {
@@ -65,7 +66,7 @@ def endpoint_body(
             },
         },
         "model": {
-            "repository": "gpt2",
+            "repository": repository,
             "framework": "pytorch",
             "task": "text-generation",
             "image": {"huggingface": {}},

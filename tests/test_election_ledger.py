@@ -219,4 +219,3 @@ async def test_kill_9_of_the_leader_hands_over_every_minute_once(tmp_path):
     assert 0 < only_a < ledger
     assert billed >= 10
     assert ledger == billed, (ledger, billed)
-

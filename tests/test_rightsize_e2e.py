@@ -37,6 +37,8 @@ def _keep_logging():
 BIG = "big"
 KEY = f"{NS}/{BIG}"
 CURRENT = "aws/nvidia-a100/x1"
+# 8,030,261,248 BF16 parameters on the (emulated) Hub: 16.06 GB of weights, SIM's model_gb
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 # Light traffic: 0.1 req/s of 0.5 s requests on a card that batches 32 (GPU use far below 20 %).
 SIM = SimParams(cold_start_s=60.0, concurrency=32, service_time_s=0.5, model_gb=16.0)
 RS = {
@@ -55,7 +57,11 @@ def policies(**rs: Any) -> dict[str, Any]:
 
 def settings_dict(world: World, **rs: Any) -> dict[str, Any]:
     return {
-        "api": {"base_url": world.server.base_url, "backoff_initial_s": 0.5},
+        "api": {
+            "base_url": world.server.base_url,
+            "backoff_initial_s": 0.5,
+            "hub_url": world.server.root_url,
+        },
         "namespaces": [NS],
         "manage": {"tags": ["managed"]},
         "loop": {"tick_interval_s": 60, "dry_run": False},
@@ -80,6 +86,7 @@ def add_big(world: World) -> None:
             max_replica=4,
             tags=["managed"],
             instance=("gpu", "nvidia-a100", "x1"),
+            repository=MODEL,
         ),
         by=HUMAN,
         load=Constant(0.1),
@@ -130,8 +137,10 @@ async def test_rightsize_recommends_the_cheapest_instance_meeting_the_slo(world:
     assert rec["current"] == CURRENT
     cands = {c["instance"]: c for c in rec["candidates"]}
     assert set(cands) == {CURRENT, "aws/nvidia-l4/x1", "aws/nvidia-a10g/x1"}
-    # the model is sized from the feed's GPU memory (16 GB of weights plus the KV in use)
-    assert 16.0 <= rec["model_memory_gb"] < 20.0
+    # the model is sized from the Hub's safetensors counts (the policy recorded which model)
+    assert mem["model"] == {"repository": MODEL, "revision": None}
+    assert rec["model_memory_source"] == "hub"
+    assert rec["model_memory_gb"] == pytest.approx(8_030_261_248 * 2 / 1e9)
     assert cands[CURRENT]["meets_slo"]
     meeting = [c for c in rec["candidates"] if c["meets_slo"]]
     cheapest = min(meeting, key=lambda c: c["usd_per_month"])

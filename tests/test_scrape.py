@@ -27,6 +27,7 @@ def _default_logging():
     yield
     structlog.configure(**saved)
 
+
 # Verbatim from the platform docs (hf-endpoints-api.md): counter without `_total`, `# UNIT`, no EOF.
 DOCS_SAMPLE = """\
 # HELP latency_distribution Latency distribution

@@ -37,6 +37,7 @@ from controller.cost.capacity import (
 from controller.cost.pricing import PriceBook, PriceRow
 from controller.daemon.store import DemandMinute
 from controller.errors import ConfigError
+from controller.platform.hub import HubSize
 from policies.right_sizing import (
     Evaluation,
     Recommendation,
@@ -49,6 +50,7 @@ __all__ = [
     "MONTH_H",
     "evaluate_endpoint",
     "instance_name",
+    "model_memory",
     "params_of",
     "replay_candidate",
     "service_for_replay",
@@ -236,15 +238,25 @@ async def replay_candidate(
     )
 
 
-def _model_gb(
-    p: RightSizingParams, current: PriceRow, rs_memory: Mapping[str, Any]
-) -> tuple[float | None, str]:
+def model_memory(
+    p: RightSizingParams,
+    current: PriceRow,
+    rs_memory: Mapping[str, Any],
+    hub: HubSize | None = None,
+) -> tuple[float | None, str, str]:
+    """(GB, source, what it says) of the model's weights, in precedence order: `model_memory_gb`
+    (the operator knows), the Hub's safetensors size (the weights as stored), the feed's peak
+    GPU memory (which an engine preallocating its KV cache, vLLM's ~90 %, overstates)."""
     if p.model_memory_gb is not None:
-        return p.model_memory_gb, "model_memory_gb"
+        return p.model_memory_gb, "model_memory_gb", "model_memory_gb"
+    if hub is not None and hub.weights_gb is not None:
+        return hub.weights_gb, "hub", hub.source()
+    missed = f"; the Hub's size unknown: {hub.reason}" if hub is not None else ""
     peak, _ = observed(rs_memory, instance_name(current))
-    if peak is None:
-        return None, ""
-    return model_memory_from_feed(current, peak), f"the feed's peak GPU memory {peak:.0f}%"
+    gb = None if peak is None else model_memory_from_feed(current, peak)
+    if gb is None:
+        return None, "", missed.removeprefix("; ")
+    return gb, "feed", f"the feed's peak GPU memory {peak:.0f}%{missed}"
 
 
 def evaluate_endpoint(
@@ -258,9 +270,11 @@ def evaluate_endpoint(
     at: float,
     prices: PriceBook | None = None,
     progress: TextIO | None = None,
+    hub: HubSize | None = None,
 ) -> Recommendation | None:
     """What right-sizing recommends for one endpoint from its recorded minutes; None when the
-    endpoint does not run `right_sizing`. Every "cannot tell" is a `keep` saying why."""
+    endpoint does not run `right_sizing`. Every "cannot tell" is a `keep` saying why. `hub`: the
+    model's size the caller read from the Hub (`controller.platform.hub`), if it asked."""
     from policies.capacity import capacity_of
     from policies.slo_target import COLD_START_PRIOR_S
 
@@ -273,18 +287,20 @@ def evaluate_endpoint(
         raise ConfigError(f"instance: expected vendor/type/size, got {instance!r}")
     cur = book.lookup(*parts)
 
+    kind = ""
+
     def keep(reason: str, model_gb: float | None = None) -> Recommendation:
-        return Recommendation(key, at, "keep", instance, None, 0.0, reason, (), model_gb)
+        return Recommendation(key, at, "keep", instance, None, 0.0, reason, (), model_gb, kind)
 
     if cur is None:
         return keep(f"{instance} is not in the price table")
     if cur.accelerators <= 0:
         return keep(f"{instance} is a CPU instance: the capacity model covers accelerators only")
-    model_gb, source = _model_gb(p, cur, rs_memory)
+    model_gb, kind, source = model_memory(p, cur, rs_memory, hub)
     if model_gb is None:
         return keep(
-            "the model's memory is unknown (no GPU memory in the feed on this instance, no "
-            "model_memory_gb)"
+            "the model's memory is unknown (no model_memory_gb, no size from the Hub, no GPU "
+            "memory in the feed on this instance)" + (f"; {source}" if source else "")
         )
     prior = float((es.policies.get("slo_target") or {}).get("capacity_prior", 8.0))
     capacity = es.capacity_per_replica or capacity_of(slo_memory, prior=prior)[0]
@@ -330,6 +346,7 @@ def evaluate_endpoint(
         f"{rec.reason}; {note}",
         rec.evaluations,
         rec.model_gb,
+        kind,
     )
 
 

@@ -7,7 +7,8 @@ Replays the endpoint's recorded demand of the last `--days` (default: the policy
 (`controller.backtest.rightsize`) and prints each one's monthly cost, the delta against the
 current instance's replay, the replicas it ran and the SLO attainment, and the recommendation.
 The current instance is the one the policy last observed the endpoint on (its memory in the state
-file), else `--instance`. Changes nothing.
+file), else `--instance`. The model's size is `model_memory_gb`, else the Hub's (`api.hub_url`,
+for the model the policy last saw it serve), else the feed's peak GPU memory. Changes nothing.
 
 Exit codes: 0 done, 1 nothing recorded for the endpoint or it does not run `right_sizing`,
 2 bad configuration or usage.
@@ -16,6 +17,7 @@ Exit codes: 0 done, 1 nothing recorded for the endpoint or it does not run `righ
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -27,6 +29,7 @@ from controller.cli.export_trace import endpoint_key
 from controller.cost.pricing import PriceBook
 from controller.daemon.store import StateStore
 from controller.errors import ConfigError
+from controller.platform.hub import HubSize, make_hub_client
 from controller.settings import Settings
 from policies.right_sizing import Recommendation
 
@@ -80,6 +83,7 @@ def recommendation_json(rec: Recommendation) -> dict[str, Any]:
         "recommended": rec.best,
         "saving_usd_per_month": round(rec.saving_month_usd, 2),
         "model_memory_gb": rec.model_gb,
+        "model_memory_source": rec.model_source or None,
         "reason": rec.reason,
         "candidates": [
             {
@@ -101,6 +105,25 @@ def recommendation_json(rec: Recommendation) -> dict[str, Any]:
             for e in rec.evaluations
         ],
     }
+
+
+def hub_size(settings: Settings, rs_memory: dict[str, Any]) -> HubSize | None:
+    """The model's size from the Hub, for the model the policy last saw the endpoint serve
+    (its memory); None when the state file does not say which model."""
+    model = rs_memory.get("model")
+    repo = model.get("repository") if isinstance(model, dict) else None
+    if not isinstance(repo, str) or not repo:
+        return None
+    rev = model.get("revision") if isinstance(model, dict) else None
+
+    async def ask() -> HubSize:
+        hub = make_hub_client(settings)
+        try:
+            return await hub.model_size(repo, rev if isinstance(rev, str) else None)
+        finally:
+            await hub.aclose()
+
+    return asyncio.run(ask())
 
 
 def run_rightsize(settings: Settings, args: argparse.Namespace, *, out: TextIO = sys.stdout) -> int:
@@ -148,6 +171,7 @@ def run_rightsize(settings: Settings, args: argparse.Namespace, *, out: TextIO =
         at=now,
         prices=PriceBook(settings.pricing.overrides),
         progress=sys.stderr if args.output == "table" else None,
+        hub=None if params.model_memory_gb is not None else hub_size(settings, rs_mem),
     )
     assert rec is not None
     if args.output == "json":

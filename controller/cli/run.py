@@ -27,6 +27,7 @@ from controller.daemon.store import StateStore
 from controller.errors import ConfigError
 from controller.logs import configure_logging
 from controller.platform.client import make_client
+from controller.platform.hub import HubClient
 from controller.settings import Settings
 
 __all__ = ["run_daemon"]
@@ -104,6 +105,7 @@ async def _run_locked(
     listing = Listing()  # what each tick listed: the hints and budget coverage of --once
     tasks: list[asyncio.Task[None]] = []
     lease_stop = asyncio.Event()
+    hub: HubClient | None = None
     try:
         async with make_client(settings, on_call=metrics.record_call) as client:
             if cost is not None and settings.pricing.refresh_from_api:
@@ -132,12 +134,15 @@ async def _run_locked(
                 from controller.backtest.rightsize import evaluate_endpoint
                 from controller.cost.pricing import PriceBook
                 from controller.daemon.rightsize import RightsizeRunner
+                from controller.platform.hub import make_hub_client
 
+                hub = make_hub_client(settings)
                 gov.rightsize = RightsizeRunner(
                     store=store,
                     evaluator=partial(
                         evaluate_endpoint, prices=PriceBook(settings.pricing.overrides)
                     ),
+                    hub=hub,
                 )
             if once:
                 report = await gov.tick()
@@ -159,9 +164,7 @@ async def _run_locked(
             if elector is not None:
                 wire_election(gov, elector, metrics)
                 # The Lease is released after the loop's last tick, whose watermark it carries.
-                tasks.append(
-                    asyncio.create_task(elector.run(lease_stop), name="governor-election")
-                )
+                tasks.append(asyncio.create_task(elector.run(lease_stop), name="governor-election"))
             else:
                 metrics.set_leader(settings.election.identity or socket.gethostname(), True, None)
             if settings.server.enabled:
@@ -214,6 +217,8 @@ async def _run_locked(
             await elector.aclose()
         if server is not None:
             await server.stop()
+        if hub is not None:
+            await hub.aclose()
         store.close()
         if cost is not None:
             cost.close()

@@ -3,7 +3,10 @@
 The evaluation, replaying the endpoint's recorded traffic once per candidate instance, belongs to
 the backtest (`controller.backtest.rightsize.evaluate_endpoint`); the command line hands it in as
 `evaluator` and it runs in a worker thread, one endpoint at a time, so a replay never stalls a
-tick. Its `Recommendation` is logged, stored (for `governor plan`) and exported as
+tick. Before it starts, the model's size is read from the Hub's model API (`hub`, a
+`controller.platform.hub.HubClient`, unless `model_memory_gb` is configured) on the loop, and
+handed in: the evaluation stays I/O-free and falls back to the feed when the Hub cannot tell.
+Its `Recommendation` is logged, stored (for `governor plan`) and exported as
 `governor_rightsize_saving_dollars_per_month{namespace,endpoint}`.
 
 With the policy's `apply: true`, a `change` recommendation is applied, one step per tick, every
@@ -39,6 +42,7 @@ from controller.daemon.autopilot import live_attainment
 from controller.daemon.replays import OneReplay, instance_of
 from controller.daemon.store import StateStore
 from controller.errors import GovernorError
+from controller.platform.hub import HubClient, HubSize
 from controller.platform.models import AnyEndpoint, EndpointState
 from policies.right_sizing import RightSizingParams, in_maintenance, params_from
 
@@ -51,7 +55,8 @@ log = structlog.get_logger("governor.rightsize")
 S = EndpointState
 
 # (key, endpoint settings, recorded minutes, slo_target memory, right_sizing memory, *, instance,
-# at) -> a Recommendation (policies.right_sizing) or None
+# at, hub) -> a Recommendation (policies.right_sizing) or None; `hub` is the model's size read
+# from the Hub before the replay starts (`controller.platform.hub`), or None
 Evaluator = Callable[..., Any]
 
 
@@ -126,9 +131,12 @@ def _accelerators(provider: dict[str, Any], ep: AnyEndpoint) -> int:
 
 
 class RightsizeRunner:
-    def __init__(self, *, store: StateStore | None, evaluator: Evaluator) -> None:
+    def __init__(
+        self, *, store: StateStore | None, evaluator: Evaluator, hub: HubClient | None = None
+    ) -> None:
         self.store = store
         self.evaluator = evaluator
+        self.hub = hub
         self.state: dict[str, SizingState] = {}
         if store is not None:
             for key, data in store.load_rightsize().items():
@@ -185,7 +193,7 @@ class RightsizeRunner:
             except GovernorError as exc:  # one endpoint's failed call never stops the others
                 self._note(gov, ep.key, "error", f"{type(exc).__name__}: {exc}", now)
         if self._replay.idle:
-            self._start_next(gov, managed, now)
+            await self._start_next(gov, managed, now)
         for ep in managed:
             self._capacity_override(gov, ep)
         self._export(gov)
@@ -212,7 +220,17 @@ class RightsizeRunner:
             st.base_instance = rec.current
         self._note(gov, key, "recommend" if rec.action == "change" else "keep", rec.explain(), now)
 
-    def _start_next(self, gov: Governor, managed: Sequence[AnyEndpoint], now: float) -> None:
+    async def _model_size(self, ep: AnyEndpoint, params: RightSizingParams) -> HubSize | None:
+        """The model's size from the Hub, unless configured or there is no Hub client; a
+        failure is a size of None with its reason (logged once per evaluation), never raised."""
+        if self.hub is None or params.model_memory_gb is not None:
+            return None
+        got = await self.hub.model_size(ep.model.repository, ep.model.revision)
+        if got.weights_gb is None:
+            log.info("rightsize_model_size_unknown", endpoint=ep.key, why=got.reason)
+        return got
+
+    async def _start_next(self, gov: Governor, managed: Sequence[AnyEndpoint], now: float) -> None:
         if self.store is None:
             return
         for ep in managed:
@@ -238,10 +256,11 @@ class RightsizeRunner:
             self.state.setdefault(ep.key, SizingState()).last_run_at = now
             self._save(ep.key)
             inst = instance_of(ep)
+            size = await self._model_size(ep, params)
             self._replay.start(
                 ep.key,
-                lambda es=es, rows=rows, k=ep.key, a=slo_mem, b=rs_mem, i=inst: self.evaluator(
-                    k, es, rows, a, b, instance=i, at=now
+                lambda es=es, rows=rows, k=ep.key, a=slo_mem, b=rs_mem, i=inst, h=size: (
+                    self.evaluator(k, es, rows, a, b, instance=i, at=now, hub=h)
                 ),
             )
             return

@@ -34,10 +34,15 @@ Bodies are capped (`max_body_bytes`, 413), decoded strictly (`schema.decode_json
 Infinity, nesting at most `max_json_depth`) and validated by `schema`'s models: every malformed
 request gets a 4xx `{"error": ...}` naming the field, and nothing malformed reaches the store.
 
+The Hub's model API, `GET /api/models/{repo}[/revision/{rev}]` (route `hub-model`, no auth
+unless the model is gated): the `safetensors` parameter counts right-sizing reads
+(`controller.emulator.hub`; `Platform.hub`).
+
 Admin routes under `/_emulator/` (no auth, loopback clients only): see `_Admin` below.
 Fault `route` names: list, create, get, update, delete, pause, resume, scale-to-zero,
-open-metrics, provider, inference, health, or `*`. `delay_s` is **real** seconds (it exists to
-exercise client timeouts); a fault with `status: null` only delays.
+open-metrics, provider, inference, health, hub-model (`endpoint`: the repository), or `*`.
+`delay_s` is **real** seconds (it exists to exercise client timeouts); a fault with
+`status: null` only delays.
 """
 
 from __future__ import annotations
@@ -244,6 +249,8 @@ class _Api:
             ns = request.path_params.get("ns")
             name = request.path_params.get("name")
             key = f"{ns}/{name}" if ns and name else None
+            if route == "hub-model":  # faults and calls name the repository
+                key = _hub_path(request.path_params.get("rest", ""))[0]
             user: UserRef | None = None
             try:
                 if auth:
@@ -338,6 +345,19 @@ class _Api:
         return JSONResponse(self.st.platform.provider(request.path_params.get("ns")))
 
     # -- inference plane ------------------------------------------------------------------------
+
+    async def hub_model(self, request: Request, user: UserRef | None) -> Response:
+        """The Hub's model API: what right-sizing reads (`controller.emulator.hub`)."""
+        repo, rev = _hub_path(request.path_params.get("rest", ""))
+        model = self.st.platform.hub.lookup(repo, rev)
+        if model is None:
+            raise EmulatorError(404, f"Repository Not Found for url: /api/models/{repo}")
+        if model.gated:
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or token.strip() not in self.st.tokens:
+                raise EmulatorError(401, f"Access to model {repo} is restricted (gated)")
+        return JSONResponse(model.info(repo, rev))
 
     def _hold_timeout(self, raw: str) -> float:
         try:
@@ -526,6 +546,12 @@ class _Admin:
         return JSONResponse(self.st.platform.get(ns, name))
 
 
+def _hub_path(rest: str) -> tuple[str, str | None]:
+    """`{repo}` or `{repo}/revision/{rev}` of a model API path -> (repo, rev)."""
+    repo, sep, rev = rest.partition("/revision/")
+    return repo, (rev or None) if sep else None
+
+
 def create_app(
     platform: Platform,
     *,
@@ -576,6 +602,11 @@ def create_app(
             methods=["POST"],
         ),
         Route(inf, api.wrap("health", api.inference, auth=False, record=False), methods=["GET"]),
+        Route(
+            "/api/models/{rest:path}",
+            api.wrap("hub-model", api.hub_model, auth=False),
+            methods=["GET"],
+        ),
         Route("/_emulator/faults", admin.wrap(admin.add_fault), methods=["POST"]),
         Route("/_emulator/faults", admin.wrap(admin.list_faults), methods=["GET"]),
         Route("/_emulator/faults", admin.wrap(admin.clear_faults), methods=["DELETE"]),

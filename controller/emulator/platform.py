@@ -122,6 +122,7 @@ from controller.emulator.engines import (
     histogram_bounds,
     render_engine,
 )
+from controller.emulator.hub import HubModels
 from controller.emulator.load import LoadPattern, Trace
 from controller.emulator.schema import (
     PARALLEL_VARIANTS,
@@ -249,6 +250,9 @@ class SimParams:
     # The model's weights (GB): the GPU memory feed and the batch on another instance follow it.
     model_gb: float | None = None
     kv_gb_per_request: float = 0.25  # KV cache of one request in service (a 2k-token context)
+    # Share of a replica's memory the engine reserves up front (vLLM's gpu_memory_utilization,
+    # 0.9): the GPU memory feed then shows at least this share, whatever the model.
+    gpu_memory_reserved: float | None = None
 
     def __post_init__(self) -> None:
         if self.feed is not None and self.feed not in FEED_SHAPES:
@@ -539,6 +543,8 @@ class Platform:
         # quota rules: (namespace, vendor, kind, region, instance type) -> max; None matches all
         self._quota: list[tuple[tuple[str, str, str | None, str | None, str | None], int]] = []
         self.public_base = self.config.public_base.rstrip("/")
+        # the Hub's model API (`/api/models/{repo}`): sizes for right-sizing
+        self.hub = HubModels()
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -1306,6 +1312,7 @@ class Platform:
                 f"name: namespace {ns} already has {cap} endpoints (max_endpoints_per_namespace)",
             )
         ep = _Endpoint(ns, spec, row, sim or SimParams(), self.seed)
+        self.hub.deployed(str((spec.get("model") or {}).get("repository") or ""), ep.sim.model_gb)
         self._histogram(ep)
         t = self._now
         ep.created_at = ep.updated_at = ep.last_request_at = t
@@ -1681,6 +1688,8 @@ class Platform:
                 elif model is not None and mem:
                     used = model + r.busy * ep.sim.kv_gb_per_request
                     v = min(100.0, 100.0 * used / mem)
+                    if ep.sim.gpu_memory_reserved is not None:
+                        v = max(v, min(100.0, 100.0 * ep.sim.gpu_memory_reserved))
                 else:
                     v = base + span * r.util + 2.0 * _noise(self.seed, r.id, metric, now)
                     v = min(100.0, max(0.0, v))

@@ -393,6 +393,7 @@ FAULT_ROUTES = (
     "provider",
     "inference",
     "health",
+    "hub-model",
     "*",
 )
 
@@ -403,7 +404,8 @@ class _Admin(BaseModel):
 
 class FaultBody(_Admin):
     route: Literal[FAULT_ROUTES]  # type: ignore[valid-type]
-    endpoint: str | None = Field(None, pattern=r"^[^/]+/[^/]+$")
+    # ns/name; for `hub-model`, the repository (`name` or `owner/name`)
+    endpoint: str | None = Field(None, pattern=r"^[^/]+(/[^/]+)?$")
     status: int | None = Field(500, ge=100, le=599)
     count: int = Field(1, ge=-1, le=1_000_000)
     retry_after: float | None = Field(None, ge=0, le=86_400, allow_inf_nan=False)
