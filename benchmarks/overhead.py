@@ -369,6 +369,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": _peak_rss_mb(),
         "peak_rss_scope": "measured ticks" if peak_reset else "whole process",
         "diagnostics": diagnostics,
+        "event_loop": type(asyncio.get_running_loop()).__module__,
     }
 
 
@@ -653,7 +654,12 @@ def main() -> None:
     if args.worker:
         if args.cpu is not None:
             os.sched_setaffinity(0, {args.cpu})
-        out = asyncio.run(_worker(args))
+        try:  # the loop the measured build's daemon runs on (its `loop.event_loop: auto`)
+            from controller.eventloop import run as run_loop
+        except ImportError:  # a build from before the choice: asyncio's, as its daemon did
+            out = asyncio.run(_worker(args))
+        else:
+            out = run_loop(_worker(args))
         import controller
 
         out["code"] = str(Path(controller.__file__).resolve().parent.parent)  # checkout measured

@@ -62,6 +62,7 @@ def _side(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
     rss = [r["peak_rss_mb"] for r in runs]
     return {
         "code": sorted({r["code"] for r in runs}),
+        "event_loop": sorted({r.get("event_loop", "asyncio.unix_events") for r in runs}),
         "rounds": len(runs),
         "ticks_measured": len(ticks),
         "tick_cpu_s": med("cpu_s"),

@@ -318,10 +318,13 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             raise ConfigError("--virtual-clock: only against an emulator, not the real API")
         speed, origin, started = args.virtual_clock
         clock = ScaledClock(speed=speed, origin=origin, started_at=started)
-    return asyncio.run(
+    from controller import eventloop
+
+    return eventloop.run(
         run_daemon(
             settings, once=args.once, config=path, reload=load, output=args.output, clock=clock
-        )
+        ),
+        choice=settings.loop.event_loop,
     )
 
 

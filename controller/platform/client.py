@@ -931,13 +931,14 @@ class EndpointsClient:
             headers=headers,
             auto_decompress=False,  # `_BodyReader` inflates, under the decoded-bytes cap
             connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=ssl_context),
-            # `total` as well as the per-phase ones: a body trickled a few bytes at a time never
-            # trips a per-read timeout (issue 18: 16 bytes per 2 s held a tick).
+            cookie_jar=aiohttp.DummyCookieJar(),  # feeds set none; a jar filters every request
+            # Each attempt's total deadline is `_attempt_deadline` around the whole exchange (a
+            # body trickled a few bytes at a time ends there too, issue 18), so aiohttp keeps
+            # only the TCP connect's own: its `total`, `connect` and `sock_read` timers would be
+            # three more timer handles per GET (`sock_read` rescheduled on every chunk) bounding
+            # nothing that deadline does not (issue 16).
             timeout=aiohttp.ClientTimeout(
-                total=self._timeout_s,
-                connect=self._timeout_s,
-                sock_connect=self._timeout_s,
-                sock_read=self._timeout_s,
+                total=None, connect=None, sock_read=None, sock_connect=self._timeout_s
             ),
         )
         return self._feed_session
