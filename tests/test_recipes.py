@@ -212,3 +212,21 @@ def _close(x: object, y: object) -> bool:
     if isinstance(x, dict) and isinstance(y, dict):
         return x.keys() == y.keys() and all(_close(x[k], y[k]) for k in x)
     return x == y
+
+
+@pytest.mark.parametrize("preset", DETECTION_ORDER)
+def test_remembered_names_are_each_presets_own_overrides_included(preset):
+    """`Preset.names()` is remembered per preset object (issue 16): a copy with an overridden
+    recipe, and many copies coming and going (ids reused), still answer their own names."""
+
+    def walked(p):
+        return frozenset(s.key for r in p.recipes.values() for a in r.alternatives for s in a)
+
+    base = PRESETS[preset]
+    assert base.names() == walked(base)
+    assert base.names() is base.names()
+    for i in range(600):  # more than the cache holds: it is cleared and refilled meanwhile
+        copy = base.with_overrides({"pending": Recipe.model_validate([f"made_up_{i}"])})
+        assert copy.names() == walked(copy)
+        assert f"made_up_{i}" in copy.names()
+    assert base.names() == walked(base)

@@ -181,6 +181,11 @@ def _disjoint(alt: Alternative) -> bool:
     return True
 
 
+# id(preset) -> (the preset, kept alive so its id stays its own; its names()).
+_preset_names: dict[int, tuple[Any, frozenset[str]]] = {}
+_PRESET_NAMES_MAX = 256
+
+
 class Preset(_Strict):
     """A feed shape: its recipes, the families that identify it, and where the names come from."""
 
@@ -191,8 +196,17 @@ class Preset(_Strict):
     recipes: dict[SignalName, Recipe] = Field(default_factory=dict)
 
     def names(self) -> frozenset[str]:
-        """Every base name any recipe reads (the samples worth looking at)."""
-        return frozenset(s.key for r in self.recipes.values() for a in r.alternatives for s in a)
+        """Every base name any recipe reads (the samples worth looking at).
+
+        Remembered per preset object (asked once or twice per feed; a preset is immutable)."""
+        hit = _preset_names.get(id(self))
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        got = frozenset(s.key for r in self.recipes.values() for a in r.alternatives for s in a)
+        if len(_preset_names) >= _PRESET_NAMES_MAX:  # per-endpoint override copies come and go
+            _preset_names.clear()
+        _preset_names[id(self)] = (self, got)
+        return got
 
     def with_overrides(self, overrides: Mapping[str, Recipe]) -> Preset:
         """This preset with some signals' recipes replaced (per-endpoint configuration)."""
@@ -242,13 +256,25 @@ def index_samples(
     Values are checked here: NaN, infinite or negative in any wanted series makes the feed
     unusable, except a NaN quantile (a summary with no recent observations), which is dropped.
     """
-    out: Indexed = defaultdict(list)
+    return _index(families, wanted, endpoint, math.inf)[0]
+
+
+def _index(
+    families: Iterable[_Family], wanted: frozenset[str], endpoint: str | None, at: float
+) -> tuple[Indexed, float]:
+    """`index_samples`, and `at` or the oldest timestamp among the wanted samples if earlier
+    (one pass over the samples instead of two)."""
+    out: Indexed = {}
     seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+    oldest = at
     for family in families:
         for sample in family.samples:
             key = base_name(sample.name)
             if key not in wanted:
                 continue
+            ts = getattr(sample, "timestamp", None)  # prometheus_client Samples carry one
+            if ts is not None:
+                oldest = min(oldest, float(ts))
             labels = sample.labels
             ident = (key, frozenset(labels.items()))
             if ident in seen:
@@ -257,15 +283,25 @@ def index_samples(
             value = sample.value
             if "quantile" in labels and isinstance(value, float) and math.isnan(value):
                 continue
-            out[key].append((labels, _checked(sample.name, labels, value, endpoint)))
-    return out
+            rows = out.get(key)
+            if rows is None:
+                rows = out[key] = []
+            if type(value) is float and 0.0 <= value < math.inf:  # the common case, inline
+                rows.append((labels, value))
+            else:
+                rows.append((labels, _checked(sample.name, labels, value, endpoint)))
+    return out, oldest
 
 
 def _select(alt: Alternative, idx: Indexed) -> list[Rows] | None:
     """Each series' matching samples, or None if any selection matched nothing."""
     picked = []
     for s in alt:
-        got = [(labels, v * s.scale) for labels, v in idx.get(s.key, ()) if s.selects(labels)]
+        rows = idx.get(s.key, ())
+        if s.scale == 1.0 and not s.match:
+            got = rows  # every row as it is (only read from here on)
+        else:
+            got = [(labels, v * s.scale) for labels, v in rows if s.selects(labels)]
         if not got:
             return None
         picked.append(got)
@@ -360,19 +396,13 @@ def family_names(families: Iterable[_Family]) -> frozenset[str]:
     return frozenset(names)
 
 
-def _oldest(families: Iterable[_Family], wanted: frozenset[str], at: float) -> float:
-    """`at`, or the oldest sample timestamp among the wanted series if earlier (never later)."""
-    oldest = at
-    for family in families:
-        for sample in family.samples:
-            ts = getattr(sample, "timestamp", None)  # prometheus_client Samples carry one
-            if ts is not None and base_name(sample.name) in wanted:
-                oldest = min(oldest, float(ts))
-    return oldest
-
-
 def reduce_feed(
-    families: Sequence[_Family], preset: Preset, *, at: float, endpoint: str | None = None
+    families: Sequence[_Family],
+    preset: Preset,
+    *,
+    at: float,
+    endpoint: str | None = None,
+    names: frozenset[str] | None = None,
 ) -> FeedSample:
     """One parsed feed -> a `FeedSample` through `preset`'s recipes, stamped `at` (the scrape's
     time), or with the oldest timestamp a wanted series carries when that is earlier: freshness
@@ -380,12 +410,13 @@ def reduce_feed(
 
     Raises FeedParseError for an impossible value in a series the preset reads, or when the feed
     has none of the preset's families at all (declared-but-empty families count: a feed that
-    says "no data points", e.g. no replica running, is well-formed).
+    says "no data points", e.g. no replica running, is well-formed). `names`: the feed's
+    `family_names`, when the caller has them already.
     """
     wanted = preset.names()
-    if not (family_names(families) & wanted):
+    if not ((family_names(families) if names is None else names) & wanted):
         raise FeedParseError(f"no known series in feed (preset {preset.name!r})", endpoint=endpoint)
-    idx = index_samples(families, wanted, endpoint)
+    idx, oldest = _index(families, wanted, endpoint, at)
     r, rl = preset.recipes, preset.replica_label
     series = _requests(r.get("requests"), idx, rl)
     requests: dict[str, float] = defaultdict(float)
@@ -396,7 +427,7 @@ def reduce_feed(
     replicas = {labels[rl] for rows in idx.values() for labels, _ in rows if labels.get(rl)}
     per = {s: _per_replica(r.get(s), idx, rl) for s in PER_REPLICA}
     return FeedSample(
-        at=_oldest(families, wanted, at),
+        at=oldest,
         pending=_scalar(r.get("pending"), idx),
         waiting=_scalar(r.get("waiting"), idx),
         running=_scalar(r.get("running"), idx),

@@ -266,14 +266,15 @@ def parse_feed(
         raise FeedParseError("empty feed: no known series", endpoint=endpoint)
     deadline = None if parse_deadline_s is None else time.monotonic() + parse_deadline_s
     families = _families(text, endpoint, deadline)
-    chosen = choose_preset(family_names(families), pin=preset, custom=mapping, overrides=overrides)
+    names = family_names(families)
+    chosen = choose_preset(names, pin=preset, custom=mapping, overrides=overrides)
     if chosen is None:
         raise FeedParseError(
             "no known series in feed: no preset's families present (set feed_preset or "
             "feed_recipes for this endpoint)",
             endpoint=endpoint,
         )
-    return reduce_feed(families, chosen, at=at, endpoint=endpoint)
+    return reduce_feed(families, chosen, at=at, endpoint=endpoint, names=names)
 
 
 @dataclass(frozen=True, slots=True)
