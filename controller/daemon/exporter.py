@@ -333,6 +333,8 @@ class Metrics:
             ["route", "outcome"],
             registry=r,
         )
+        # (route, outcome) -> its child: one per feed GET, so not `labels()`'s lookup each time.
+        self._api_call_children: dict[tuple[str, str], Any] = {}
         self.discovery_errors = Counter(
             "governor_discovery_errors",
             "Failed endpoint listings by error class.",
@@ -430,7 +432,11 @@ class Metrics:
 
     def record_call(self, rec: Any) -> None:
         """Hook for `EndpointsClient(on_call=...)`: counts API attempts by route and outcome."""
-        self.api_calls.labels(rec.route, rec.outcome).inc()
+        key = (rec.route, rec.outcome)  # both from closed sets (Route, Outcome): bounded
+        child = self._api_call_children.get(key)
+        if child is None:
+            child = self._api_call_children[key] = self.api_calls.labels(*key)
+        child.inc()
 
 
 def create_app(metrics: Metrics, health: Health, clock: Clock) -> Starlette:
