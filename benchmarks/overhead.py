@@ -655,7 +655,7 @@ def main() -> None:
         if args.cpu is not None:
             os.sched_setaffinity(0, {args.cpu})
         try:  # the loop the measured build's daemon runs on (its `loop.event_loop: auto`)
-            from controller.eventloop import run as run_loop
+            from controller.daemon.eventloop import run as run_loop
         except ImportError:  # a build from before the choice: asyncio's, as its daemon did
             out = asyncio.run(_worker(args))
         else:

@@ -14,8 +14,8 @@ import pytest
 import structlog
 import yaml
 
-from controller import eventloop
 from controller.cli import main
+from controller.daemon import eventloop
 from controller.errors import ConfigError
 from controller.platform.client import make_client
 from controller.platform.scrape import parse_feed

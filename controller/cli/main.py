@@ -318,7 +318,7 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             raise ConfigError("--virtual-clock: only against an emulator, not the real API")
         speed, origin, started = args.virtual_clock
         clock = ScaledClock(speed=speed, origin=origin, started_at=started)
-    from controller import eventloop
+    from controller.daemon import eventloop
 
     return eventloop.run(
         run_daemon(
