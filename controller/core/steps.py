@@ -15,7 +15,7 @@ Nothing here does I/O or reads a clock; `now` is passed in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from controller.core.params import EndpointSettings
@@ -25,6 +25,7 @@ from controller.core.types import (
     Decision,
     EndpointMemory,
     Reason,
+    evolve,
     target_bounds,
 )
 from controller.platform.models import AnyEndpoint, EndpointState
@@ -104,7 +105,7 @@ class Draft:
     bound_policy: str | None = None
 
     def note(self, text: str, *, clamp: str | None = None, reason: Reason | None = None) -> Draft:
-        return replace(
+        return evolve(
             self,
             notes=(*self.notes, text),
             clamps=(*self.clamps, clamp) if clamp else self.clamps,
@@ -136,14 +137,14 @@ def observe(memory: EndpointMemory | None, endpoint: AnyEndpoint, now: float) ->
     mem = memory or EndpointMemory(first_seen=now)
     st = endpoint.state.value
     if mem.state != st:
-        mem = replace(mem, state=st, state_since=now)
+        mem = evolve(mem, state=st, state_since=now)
     if endpoint.state is EndpointState.RUNNING:
         if mem.running_since is None:
-            mem = replace(mem, running_since=now)
+            mem = evolve(mem, running_since=now)
     else:
-        mem = replace(mem, running_since=None)
+        mem = evolve(mem, running_since=None)
     if mem.last_known_update is None:
-        mem = replace(mem, last_known_update=_updated(endpoint))
+        mem = evolve(mem, last_known_update=_updated(endpoint))
     return mem
 
 
@@ -168,14 +169,14 @@ def people_first(
     who = by.name if by else "someone"
     known = mem.last_known_update
     if updated > (known or 0) + _SAME_TIME_S and identity is not None and who == identity:
-        mem = replace(mem, last_known_update=updated)
+        mem = evolve(mem, last_known_update=updated)
         known = updated
         if endpoint.state is EndpointState.PAUSED and mem.paused_by_governor is None:
             # Governor's own pause whose response it never saw (lost, or written by the leader
             # before this replica took over): its own, so it may resume it.
-            mem = replace(mem, paused_by_governor="governor:own-write")
+            mem = evolve(mem, paused_by_governor="governor:own-write")
     if known is not None and updated > known + _SAME_TIME_S:
-        mem = replace(
+        mem = evolve(
             mem,
             last_known_update=updated,
             backoff_until=now + settings.human_backoff_s,
@@ -240,7 +241,7 @@ def propose(
         proposals.append(prop)
         if prop.memory is not None:
             policy_memory[pol.name] = dict(prop.memory)
-    return tuple(proposals), replace(mem, policy_memory=policy_memory)
+    return tuple(proposals), evolve(mem, policy_memory=policy_memory)
 
 
 # -- 2. hard stop ---------------------------------------------------------------------------------
@@ -408,14 +409,14 @@ def demand(
 ) -> Draft:
     """Max over valid demand; no scale-down on partial data. Stale: hold the count, bounds only."""
     if stale is not None:
-        return replace(start.note(stale.message + "; enforcing constraints only"), desired=current)
+        return evolve(start.note(stale.message + "; enforcing constraints only"), desired=current)
     winner = max(_valid_demand(proposals), key=lambda p: p.replicas or 0)
-    draft = replace(start, desired=int(winner.replicas or 0), winner=winner)
+    draft = evolve(start, desired=int(winner.replicas or 0), winner=winner)
     draft = draft.note(f"{winner.policy}: {winner.message}")
     invalid = _invalid_demand(proposals)
     if invalid and draft.desired < current:
         names = ", ".join(p.policy for p in invalid)
-        draft = replace(draft, desired=current).note(
+        draft = evolve(draft, desired=current).note(
             f"no scale-down on partial data ({names})",
             clamp="partial_data",
             reason=Reason.PARTIAL_DATA,
@@ -438,11 +439,11 @@ def stabilise(
     up_s, down_s = settings.scale_up_stabilization_s, settings.scale_down_stabilization_s
     horizon = max(up_s, down_s)
     recs = (*(r for r in mem.recommendations if r[0] > now - horizon), (now, raw))
-    mem = replace(mem, recommendations=recs)
+    mem = evolve(mem, recommendations=recs)
     if raw > current and up_s > 0:
         lo = min(n for t, n in recs if t > now - up_s)
         if lo < raw:
-            draft = replace(draft, desired=max(current, lo)).note(
+            draft = evolve(draft, desired=max(current, lo)).note(
                 f"up-window minimum {lo} ({up_s:g}s)",
                 clamp="scale_up_stabilized",
                 reason=Reason.SCALE_UP_STABILIZED,
@@ -451,13 +452,13 @@ def stabilise(
         observed = now - max(mem.first_seen, mem.running_since or mem.first_seen)
         hi = max(n for t, n in recs if t > now - down_s) if down_s > 0 else raw
         if down_s > 0 and observed < down_s:
-            draft = replace(draft, desired=current).note(
+            draft = evolve(draft, desired=current).note(
                 f"running and observed for {observed:.0f}s only; no scale-down before {down_s:g}s",
                 clamp="scale_down_stabilized",
                 reason=Reason.SCALE_DOWN_STABILIZED,
             )
         elif hi > raw:
-            draft = replace(draft, desired=min(current, hi)).note(
+            draft = evolve(draft, desired=min(current, hi)).note(
                 f"down-window maximum {hi} ({down_s:g}s)",
                 clamp="scale_down_stabilized",
                 reason=Reason.SCALE_DOWN_STABILIZED,
@@ -470,11 +471,11 @@ def stabilise(
 
 def bound(draft: Draft, lim: Limits) -> Draft:
     """Clamp into [floor, ceiling], naming the constraint that set the bound."""
-    draft = replace(draft, stabilized=draft.desired)
+    draft = evolve(draft, stabilized=draft.desired)
     if draft.desired < lim.floor:
         by = lim.floor_by
         text = f"floor {lim.floor}" + (f" from {by.policy}: {by.message}" if by else "")
-        draft = replace(
+        draft = evolve(
             draft,
             desired=lim.floor,
             bound_policy=by.policy if by else None,
@@ -484,7 +485,7 @@ def bound(draft: Draft, lim: Limits) -> Draft:
     if draft.desired > lim.ceiling:
         by = lim.ceiling_by
         text = f"ceiling {lim.ceiling}" + (f" from {by.policy}: {by.message}" if by else "")
-        draft = replace(
+        draft = evolve(
             draft,
             desired=lim.ceiling,
             bound_policy=by.policy if by else None,
@@ -516,11 +517,11 @@ def rate_limit(
         return draft
     up, down = settings.max_step_up, settings.max_step_down
     if up is not None and draft.desired > current + up:
-        draft = replace(draft, desired=current + up).note(
+        draft = evolve(draft, desired=current + up).note(
             f"at most +{up} per action", clamp="max_step_up"
         )
     if down is not None and draft.desired < current - down:
-        draft = replace(draft, desired=current - down).note(
+        draft = evolve(draft, desired=current - down).note(
             f"at most -{down} per action", clamp="max_step_down"
         )
     last = mem.last_action_at
