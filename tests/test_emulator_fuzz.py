@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -119,6 +121,17 @@ ADMIN_BODIES: dict[str, dict[str, Any]] = {
     },
     "/force-state": {"endpoint": f"{NS}/chat", "state": "running"},
 }
+# Every pattern kind is a base for the `/load` body, so each one's fields get mutated: a null
+# rate (`{"kind": "constant", "rps": null}`) was once accepted, and from the next simulated
+# second on the world could not step, so every route answered a bare text 500.
+LOAD_PATTERNS: list[dict[str, Any]] = [
+    {"kind": "constant", "rps": 1.0},
+    {"kind": "piecewise", "points": [[0, 0.5], [60, 2.0]]},
+    {"kind": "ramp", "start_rps": 0.5, "end_rps": 2.0, "duration_s": 60},
+    {"kind": "diurnal", "base": 0.5, "peak": 2.0, "period_s": 600, "phase_s": 0},
+    {"kind": "burst", "base": 0.0, "peak": 2.0, "start_s": 5, "duration_s": 10, "period_s": 60},
+    {"kind": "trace", "arrivals": [0.1, 0.5, 2.25], "service_s": [0.2, 0.2, 0.2]},
+]
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -244,14 +257,7 @@ KNOWN_KEYS = sorted(
         "password",
         "tensorParallelSize",
         *(k for b in ADMIN_BODIES.values() for k in b),
-        "kind",
-        "rps",
-        "points",
-        "arrivals",
-        "service_s",
-        "period_s",
-        "base",
-        "peak",
+        *(k for p in LOAD_PATTERNS for k in p),
     }
 )
 NON_FINITE = "__non_finite__"
@@ -475,15 +481,77 @@ def test_inference_plane_with_any_path_header_and_body(emu, method, rest, hold, 
 )
 def test_admin_routes_answer_every_body_with_4xx_json_or_success(emu, route, data):
     emu.ensure_world()
-    body = data.draw(raw_bodies(ADMIN_BODIES[route]))
+    base = ADMIN_BODIES[route]
+    if route == "/load":
+        base = {**base, "pattern": data.draw(st.sampled_from(LOAD_PATTERNS))}
+    body = data.draw(raw_bodies(base))
     r = emu.request("POST", f"/_emulator{route}", **body_kwargs(body))
     check(r)
+    if r.is_success:  # what was accepted must let the world step on (2+ clock seconds here)
+        world_steps(emu)
     # undo what a valid body did, so later requests meet no injected fault and no heavy load
     emu.request("DELETE", "/_emulator/faults")
     emu.request("POST", "/_emulator/load", json={"endpoint": f"{NS}/chat", "pattern": None})
     emu.assert_readable()
     for path in ("/_emulator/state", "/_emulator/faults", "/_emulator/calls"):
         assert emu.request("GET", path).status_code == 200
+
+
+def world_steps(emu: Emu) -> None:
+    """Let the server's ticker step the world a few clock seconds (100x: 30 ms real is 3 s;
+    a loaded machine only lets more pass), then the admin state answers 200 with finite rates
+    (an admin route: an injected fault cannot answer it)."""
+    time.sleep(0.03)
+    r = emu.request("GET", "/_emulator/state")
+    assert r.status_code == 200, r.text[:300]
+    assert all(math.isfinite(e["load_rps"]) for e in r.json()["endpoints"].values()), r.text[:300]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "field"),
+    [
+        ({"kind": "constant", "rps": None}, "pattern.rps"),
+        ({"kind": "constant"}, "pattern.rps"),
+        ({"kind": "diurnal", "base": None, "peak": 2.0}, "pattern.base"),
+        ({"kind": "ramp", "start_rps": 1, "end_rps": None, "duration_s": 5}, "pattern.end_rps"),
+        (
+            {"kind": "burst", "base": 0, "peak": 1, "start_s": None, "duration_s": 5},
+            "pattern.start_s",
+        ),
+    ],
+)
+def test_a_load_pattern_with_a_null_or_missing_number_is_422_naming_it(emu, pattern, field):
+    """Found by the admin fuzz (once, on a loaded machine): a null rate got 200, and the world
+    broke only when the next clock second began, usually after the test had reset the load."""
+    emu.ensure_world()
+    r = emu.request("POST", "/_emulator/load", json={"endpoint": f"{NS}/chat", "pattern": pattern})
+    check(r)
+    assert r.status_code == 422, r.text
+    msg = r.json()["error"]
+    assert field in msg, msg
+    assert "\n" not in msg, msg
+    world_steps(emu)
+    emu.assert_readable()
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        {"kind": "diurnal", "base": 0, "peak": 2, "period_s": 5e-324},
+        {"kind": "diurnal", "base": 0, "peak": 2, "phase_s": 1.7e308},
+        {"kind": "piecewise", "points": [[-1.7e308, 0], [1.7e308, 20]]},
+    ],
+)
+def test_an_extreme_but_valid_load_pattern_keeps_the_world_stepping(emu, pattern):
+    """Finite inputs whose rate overflowed: cos(inf) stopped the world (a bare 500 on every
+    route), inf / inf gave a NaN rate the state route could not render."""
+    emu.ensure_world()
+    r = emu.request("POST", "/_emulator/load", json={"endpoint": f"{NS}/chat", "pattern": pattern})
+    check(r)
+    assert r.status_code == 200, r.text
+    world_steps(emu)
+    emu.assert_readable()
+    emu.request("POST", "/_emulator/load", json={"endpoint": f"{NS}/chat", "pattern": None})
 
 
 # -- contract cases: sizes ------------------------------------------------------------------------

@@ -104,6 +104,30 @@ def test_pattern_from_json_names_bad_field():
         pattern_from_json({"kind": "zigzag"})
     with pytest.raises(ValueError, match="rps"):
         pattern_from_json({"kind": "constant", "rps": "lots"})
+    # null only where the field's default is null: a null rate once broke every later step
+    with pytest.raises(ValueError, match=r"pattern\.rps"):
+        pattern_from_json({"kind": "constant", "rps": None})
+    with pytest.raises(ValueError, match=r"pattern\.peak: required"):
+        pattern_from_json({"kind": "diurnal", "base": 1})
+    assert pattern_from_json(
+        {"kind": "burst", "base": 0, "peak": 1, "start_s": 0, "duration_s": 5, "period_s": None}
+    ) == Burst(0, 1, 0, 5, None)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        Diurnal(base=0, peak=2, period_s=5e-324),
+        Diurnal(base=0, peak=2, phase_s=1.7e308),
+        Piecewise(points=((-1.7e308, 0.0), (1.7e308, 20.0))),
+    ],
+)
+def test_extreme_finite_patterns_have_finite_rates(pattern):
+    """cos(inf) raised inside the world's step, inf / inf gave NaN: both from finite fields."""
+    for t in (0.0, 0.5, 1.0, 3600.5, 1e9):
+        r = pattern.rate(t)
+        assert math.isfinite(r)
+        assert 0 <= r <= 20
 
 
 # -- states ----------------------------------------------------------------------------------------

@@ -243,9 +243,6 @@ class _Api:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint_fn(request: Request) -> Response:
             rid = uuid.uuid4().hex
-            now = self.st.clock.now()
-            if now - self.st.platform.now >= self.st.config.advance_quantum_s:
-                self.st.platform.advance_to(now)
             ns = request.path_params.get("ns")
             name = request.path_params.get("name")
             key = f"{ns}/{name}" if ns and name else None
@@ -253,6 +250,10 @@ class _Api:
                 key = _hub_path(request.path_params.get("rest", ""))[0]
             user: UserRef | None = None
             try:
+                # inside the try: a world that cannot step still answers in the API's shape
+                now = self.st.clock.now()
+                if now - self.st.platform.now >= self.st.config.advance_quantum_s:
+                    self.st.platform.advance_to(now)
                 if auth:
                     user = self._auth(request)
                 fault = self._take_fault(route, key)
@@ -470,8 +471,8 @@ class _Admin:
             if self.st.config.admin_loopback_only and host not in _LOOPBACK:
                 resp: Response = _error(403, "admin routes are loopback-only")
             else:
-                self.st.platform.advance_to(self.st.clock.now())
                 try:
+                    self.st.platform.advance_to(self.st.clock.now())
                     resp = await handler(request)
                 except EmulatorError as exc:
                     resp = _error(exc.status, exc.message)

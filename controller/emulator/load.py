@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -81,7 +81,10 @@ class Piecewise:
         (t0, r0), (t1, r1) = pts[i - 1], pts[i]
         if t1 == t0:
             return r1
-        return r0 + (r1 - r0) * (t_rel - t0) / (t1 - t0)
+        r = r0 + (r1 - r0) * (t_rel - t0) / (t1 - t0)
+        if not math.isfinite(r):  # points ~1e308 apart: inf / inf; the fraction first is finite
+            r = r0 + (r1 - r0) * ((t_rel - t0) / (t1 - t0))
+        return r
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class Diurnal:
         if t_rel < 0:
             return 0.0
         x = 2 * math.pi * (t_rel + self.phase_s) / self.period_s
+        if not math.isfinite(x):  # a tiny period or a huge phase: reduce to one period first
+            x = 2 * math.pi * (math.fmod(t_rel + self.phase_s, self.period_s) / self.period_s)
         return self.base + (self.peak - self.base) * (1 - math.cos(x)) / 2
 
 
@@ -212,9 +217,17 @@ def _number(where: str, v: Any) -> float:
     return f
 
 
-def _check_fields(kwargs: dict[str, Any], *, max_rps: float) -> None:
+def _check_fields(cls: type, kwargs: dict[str, Any], *, max_rps: float) -> None:
+    """Each numeric field a finite number in its range; null only where the field's default is
+    null (`burst.period_s`): a null rate was once accepted and then broke every later step of
+    the world (`None > 0`), so every route answered a bare 500."""
+    declared = fields(cls)
+    for f in declared:
+        if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
+            raise ValueError(f"pattern.{f.name}: required for this kind")
+    nullable = {f.name for f in declared if f.default is None}
     for k, v in kwargs.items():
-        if k in ("points", "arrivals", "service_s") or v is None:
+        if k in ("points", "arrivals", "service_s") or (v is None and k in nullable):
             continue
         f = _number(f"pattern.{k}", v)
         if k in _RATE_FIELDS and not 0 <= f <= max_rps:
@@ -259,11 +272,10 @@ def pattern_from_json(data: Any, *, max_rps: float = MAX_RPS) -> LoadPattern:
     if cls is None:
         raise ValueError(f"pattern.kind: expected one of {sorted(_KINDS)}, got {kind!r}")
     kwargs = {k: v for k, v in data.items() if k != "kind"}
-    fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
-    unknown = set(kwargs) - set(fields)
+    unknown = set(kwargs) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"pattern: unknown field(s) {sorted(unknown)} for kind {kind!r}")
-    _check_fields(kwargs, max_rps=max_rps)
+    _check_fields(cls, kwargs, max_rps=max_rps)
     try:
         if cls is Piecewise:
             kwargs["points"] = _points(kwargs.get("points", ()), max_rps=max_rps)
