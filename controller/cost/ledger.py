@@ -11,6 +11,11 @@ tick it compares the listed `targetReplica` with that set and dates any change:
   `pending` (resume from paused, a new endpoint) the replicas start `ledger.pending_s` later;
 - otherwise (platform autoscaler, idle scale-to-zero, wake on request): the middle of the interval.
 
+The interval ends when the listing was answered (`observe(now=...)`), and an `updatedAt` counts
+from when the previous listing was asked for (`asked_at`): a listing shows the world somewhere
+between the two, and billing it as of the tick's start dated a change made during a slow listing
+too early (a scale-down: lost minutes) or not at all.
+
 Removals take the newest replicas first (the platform removes not-ready, then newest, first).
 Minutes are recorded into per-day buckets (by each minute's start, in `ledger.timezone`) with the
 rate they were billed at. One tick is one transaction: a `kill -9` loses nothing that was recorded.
@@ -150,6 +155,9 @@ class _EpState:
     updated_at: str
     last_observed: float
     reps: list[_Rep] = field(default_factory=list)
+    # When the listing that last observed it was asked for: a change that listing did not show
+    # happened after then, though maybe before `last_observed` (when the answer came).
+    asked_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -163,6 +171,7 @@ class _EpState:
             "max_replica": self.max_replica,
             "updated_at": self.updated_at,
             "reps": [[r.start, r.price, r.minutes] for r in self.reps],
+            "asked": self.asked_at,
         }
 
     @classmethod
@@ -180,6 +189,7 @@ class _EpState:
             updated_at=d["updated_at"],
             last_observed=last_observed,
             reps=[_Rep(float(s), None if p is None else float(p), int(m)) for s, p, m in d["reps"]],
+            asked_at=None if d.get("asked") is None else float(d["asked"]),
         )
 
 
@@ -213,8 +223,11 @@ class Ledger:
         self.tz = ZoneInfo(timezone)
         self.readonly = readonly
         self._eps: dict[str, _EpState] = {}
-        # A standby's listings since the leader's last published watermark (leader election).
-        self._buffer: deque[tuple[float, list[AnyEndpoint]]] = deque(maxlen=standby_buffer_ticks)
+        # A standby's listings since the leader's last published watermark (leader election):
+        # (answered at, asked at, endpoints).
+        self._buffer: deque[tuple[float, float, list[AnyEndpoint]]] = deque(
+            maxlen=standby_buffer_ticks
+        )
         # Under election the leader keeps each tick's spend until its watermark is published.
         self.track_unpublished = False
         # The forecast profiles, mirrored in memory once read (see `profiles`).
@@ -277,19 +290,39 @@ class Ledger:
 
     # -- recording ------------------------------------------------------------------------------
 
-    def observe(self, endpoints: Sequence[AnyEndpoint], *, now: float, record: bool = True) -> None:
+    def observe(
+        self,
+        endpoints: Sequence[AnyEndpoint],
+        *,
+        now: float,
+        record: bool = True,
+        asked_at: float | None = None,
+    ) -> None:
         """Record every listed endpoint's spend up to `now`, in one transaction.
+
+        `now` is when the listing was answered: every change it shows happened by then (the
+        tick's start is too early: a change made while the listing was on its way was dated
+        before it happened, or not at all). `asked_at` (default `now`) is when it was asked for:
+        a change it does not show happened after then, and the next listing dates it from there.
 
         With `record=False` (a standby under leader election) nothing is recorded: the listing is
         kept for `take_over`, which bills from the leader's watermark with it."""
         if self.readonly:
             raise RuntimeError("ledger opened read-only")
+        asked = now if asked_at is None else min(asked_at, now)
         if not record:
-            self._buffer.append((now, list(endpoints)))
+            self._buffer.append((now, asked, list(endpoints)))
             return
-        self._observe(endpoints, now=now, record=True)
+        self._observe(endpoints, now=now, asked_at=asked, record=True)
 
-    def _observe(self, endpoints: Sequence[AnyEndpoint], *, now: float, record: bool) -> None:
+    def _observe(
+        self,
+        endpoints: Sequence[AnyEndpoint],
+        *,
+        now: float,
+        record: bool,
+        asked_at: float | None = None,
+    ) -> None:
         """Advance every listed endpoint to `now`; with `record=False` the replicas are followed
         and their minutes counted as billed but no spend is written (a leader that left no
         watermark: an older Governor)."""
@@ -297,9 +330,10 @@ class Ledger:
         gaps: list[tuple[str, float, float, int]] = []
         prof: dict[tuple[str, int], list[float]] = {}
         touched: list[_EpState] = []
+        asked = now if asked_at is None else asked_at
         for ep in endpoints:
             try:
-                st = self._advance(ep, now, spend, gaps, prof)
+                st = self._advance(ep, now, asked, spend, gaps, prof)
             except Exception:  # one odd endpoint must not cost the others their record
                 log.exception("ledger_observe_failed", endpoint=ep.key)
                 continue
@@ -351,6 +385,7 @@ class Ledger:
         self,
         ep: AnyEndpoint,
         now: float,
+        asked_at: float,
         spend: dict[tuple[str, str, float, int], int],
         gaps: list[tuple[str, float, float, int]],
         prof: dict[tuple[str, int], list[float]],
@@ -372,6 +407,7 @@ class Ledger:
                 st = self._new_state(ep, last_observed=now, state=ep.state.value)
                 st.updated_at = upd_s
                 st.reps = [_Rep(now, price) for _ in range(n)]
+                st.asked_at = asked_at
                 self._eps[key] = st
                 return self._refresh(st, ep, now)
             self._eps[key] = st
@@ -381,7 +417,10 @@ class Ledger:
         gap = now - t0 > self.gap_s
         est = 1 if gap else 0
         m = len(st.reps)
-        upd_changed = upd_s != st.updated_at and t0 - 1e-6 <= upd <= now
+        # The last listing was asked for at `lo` and answered at `t0`: a change it did not show
+        # but this one does happened after `lo`.
+        lo = t0 if st.asked_at is None else min(st.asked_at, t0)
+        upd_changed = upd_s != st.updated_at and lo - 1e-6 <= upd <= now
         tau = (t0 + now) / 2.0
         if n != m:
             via_pending = (
@@ -393,7 +432,7 @@ class Ledger:
                 tau = upd + (self.pending_s if via_pending else 0.0)
             elif gap:
                 tau = now  # the last observed replicas are assumed to have run until now
-            tau = min(max(tau, t0), now)
+            tau = min(max(tau, lo if upd_changed else t0), now)
         if n < m:
             st.reps.sort(key=lambda r: r.start)
             closing, st.reps = st.reps[n:], st.reps[:n]
@@ -415,10 +454,12 @@ class Ledger:
         else:
             slot = hour_of_week((t0 + now) / 2.0, self.tz)
             acc = prof.setdefault((key, slot), [0.0, 0.0])
-            acc[0] += m * (tau - t0) + n * (now - tau)
+            at = max(tau, t0)
+            acc[0] += m * (at - t0) + n * (now - at)
             acc[1] += now - t0
         st.updated_at = upd_s
         st.last_observed = now
+        st.asked_at = asked_at
         return self._refresh(st, ep, now)
 
     def _new_state(self, ep: AnyEndpoint, *, last_observed: float, state: str) -> _EpState:
@@ -507,10 +548,10 @@ class Ledger:
                 self._eps.update(adopted)
             self._save_states()
         cut = -math.inf if since is None else since
-        replay = [(t, eps) for t, eps in self._buffer if t > cut]
+        replay = [entry for entry in self._buffer if entry[0] > cut]
         self._buffer.clear()
-        for t, eps in replay:
-            self._observe(eps, now=t, record=record)
+        for t, asked, eps in replay:
+            self._observe(eps, now=t, asked_at=asked, record=record)
         return len(replay)
 
     def prune_buffer(self, through: float) -> None:
@@ -763,8 +804,15 @@ class CostTracker:
     def close(self) -> None:
         self.ledger.close()
 
-    def observe(self, endpoints: Sequence[AnyEndpoint], *, now: float, record: bool = True) -> None:
-        self.ledger.observe(endpoints, now=now, record=record)
+    def observe(
+        self,
+        endpoints: Sequence[AnyEndpoint],
+        *,
+        now: float,
+        record: bool = True,
+        asked_at: float | None = None,
+    ) -> None:
+        self.ledger.observe(endpoints, now=now, record=record, asked_at=asked_at)
         self.latest = self.report(endpoints, now=now)
 
     async def refresh_prices(self, client: Any, namespaces: Sequence[str]) -> int:

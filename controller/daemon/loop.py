@@ -275,10 +275,14 @@ class Governor:
             log.warning("endpoint_implausible", endpoint=ep.key, error=why)
         return kept
 
-    async def _observe(self, endpoints: list[AnyEndpoint], report: TickReport, now: float) -> None:
-        """Hand the listing to the observers. Only the leader bills: a standby's ledger keeps
-        the listing, and the leader's first tick resumes from its predecessor's watermark with
-        them; the leader publishes its own after every tick (daemon/election.py)."""
+    async def _observe(
+        self, endpoints: list[AnyEndpoint], report: TickReport, now: float, asked_at: float
+    ) -> None:
+        """Hand the listing to the observers at `now`, when it was answered (it was asked for
+        at `asked_at`, the tick's start; the ledger dates changes between the two). Only the
+        leader bills: a standby's ledger keeps the listing, and the leader's first tick resumes
+        from its predecessor's watermark with them; the leader publishes its own after every
+        tick (daemon/election.py)."""
         handoff = self.handoff
         for obs in self.observers:
             billing = obs is self.cost and handoff is not None
@@ -286,9 +290,12 @@ class Governor:
                 if report.leading:
                     if billing:
                         handoff.before_billing()  # type: ignore[union-attr]
-                    obs.observe(endpoints, now=now)
+                    if isinstance(obs, CostTracker):
+                        obs.observe(endpoints, now=now, asked_at=asked_at)
+                    else:
+                        obs.observe(endpoints, now=now)
                 elif isinstance(obs, CostTracker):
-                    obs.observe(endpoints, now=now, record=False)
+                    obs.observe(endpoints, now=now, record=False, asked_at=asked_at)
                     if billing:
                         handoff.as_standby()  # type: ignore[union-attr]
             except Exception:
@@ -317,7 +324,9 @@ class Governor:
             endpoints = await self._discover(report, deadline)
             if report.failed is not None:
                 return self._failed_tick(report, started)
-            await self._observe(endpoints, report, now)
+            # The listing is billed as of its answer: a slow listing (a trickled body, a loaded
+            # machine) shows changes made after the tick began.
+            await self._observe(endpoints, report, self.clock.now(), asked_at=now)
             managed: list[AnyEndpoint] = []
             for ep in endpoints:
                 if s.is_managed(ep.namespace or "", ep.name, ep.tags):
