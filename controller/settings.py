@@ -350,6 +350,13 @@ class StateSettings(_Strict):
         description="Days of per-minute demand kept for the autopilot, tune, export-trace and "
         "the pre-warm forecast (0: not recorded, no forecast).",
     )
+    memory_every_s: float = Field(
+        0.0,
+        ge=0,
+        le=86400,
+        description="Write the decision memory at most this often (0: every tick). A restart "
+        "resumes from the last write; a replay, which never restarts, writes it once a day.",
+    )
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
 
 

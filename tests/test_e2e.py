@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import httpx
 import pytest
 
@@ -255,6 +257,35 @@ async def test_memory_survives_restart(world: World, tmp_path):
         assert world.scaling("chat")[0] == peak
         assert world.reports[-1].entries[0].decision.reason is Reason.SCALE_DOWN_STABILIZED
         store2.close()
+
+
+@pytest.mark.parametrize("every", [0.0, 60.0])
+async def test_memory_written_at_its_cadence(world: World, tmp_path, every: float):
+    """`state.memory_every_s`: 0 writes the memory every tick; 60 writes it on the first tick
+    and then once 60 s have passed since the last write (4 ticks of 15 s), never in between."""
+    world.add("chat", load=Constant(0.5), tags=["managed"])
+    s = world.settings(state={"memory_every_s": every})
+    key = f"{NS}/chat"
+    written: list[float] = []
+    async with world.client(s) as client:
+        store = StateStore(tmp_path / "state.sqlite", durable=False)
+        gov = world.governor(s, client, metrics=Metrics(), store=store)
+        for _ in range(9):
+            await world.run_ticks(gov, 1)
+            row = store._db.execute(
+                "SELECT updated_at FROM endpoint_memory WHERE key = ?", (key,)
+            ).fetchone()
+            written.append(row[0] if row else math.nan)
+        store.close()
+    expected: list[float] = []
+    for i, r in enumerate(world.reports):
+        acted = any(e.outcome is not None for e in r.entries)  # committed on its own
+        if every == 0 or i % 4 == 0 or acted:
+            expected.append(r.at)
+        else:
+            expected.append(expected[-1])
+    assert written == expected
+    assert (written == [r.at for r in world.reports]) is (every == 0)
 
 
 async def test_corrupt_state_file_is_a_clear_error(tmp_path):

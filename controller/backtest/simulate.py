@@ -1107,6 +1107,9 @@ async def _governor_once(
         "loop": {"tick_interval_s": cfg.tick_interval_s},
         "scrape": {"max_age_s": 3 * cfg.tick_interval_s},
         "defaults": {"floor": b.floor, "ceiling": b.ceiling},
+        # Nothing restarts from a replay's memory: write it once a day, not every tick (the
+        # demand it records, which its pre-warm reads back, is written every tick).
+        "state": {"memory_every_s": 86400},
     }
     fixed: dict[str, Any] = {
         "api": {"base_url": "http://emulator/v2", "backoff_initial_s": 0.5},

@@ -141,6 +141,7 @@ class Governor:
         retention_days = settings.state.demand_retention_days
         self.demand = DemandRecorder() if store is not None and retention_days > 0 else None
         self._demand_pruned_at: float | None = None
+        self._memory_saved_at: float | None = None  # state.memory_every_s
         # Each endpoint's recorded demand at earlier periods' phase (the pre-warm's input),
         # re-read every state.forecast.refresh_s: key -> (refresh slot it was read in, history).
         self._history: dict[str, tuple[int, DemandHistory | None]] = {}
@@ -347,7 +348,8 @@ class Governor:
                 managed, endpoints, report, decided_at, deadline
             )
             if self.store is not None:
-                self.store.save_memory(self.memory, now=now)
+                if self._memory_due(now):
+                    self.store.save_memory(self.memory, now=now)
                 self._record_demand(now)
             if self.autopilot is not None:
                 try:
@@ -624,6 +626,16 @@ class Governor:
             hist = None
         self._history[key] = (slot, hist)
         return hist
+
+    def _memory_due(self, now: float) -> bool:
+        """Whether this tick writes the decision memory (`state.memory_every_s`; writes that
+        record an action are committed on their own, whatever the cadence)."""
+        every = self.settings.state.memory_every_s
+        last = self._memory_saved_at
+        if every > 0 and last is not None and now - last < every:
+            return False
+        self._memory_saved_at = now
+        return True
 
     def _record_demand(self, now: float) -> None:
         """This tick's demand minutes to the store; prune past the retention once an hour."""
