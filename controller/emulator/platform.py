@@ -2,6 +2,9 @@
 
 Time is passed in: `advance_to(t)` moves the world forward (never backwards) in steps aligned on
 whole epoch seconds (a step never crosses an integer second; the last one ends exactly at `t`).
+A platform of one endpoint (a replay's) passes a run of quiet seconds (nothing arrives, is held,
+becomes ready, starts, completes or times out) in one go, changing only what those seconds
+change; `batch_quiet = False` steps every second (tests/test_emulator_quiet.py: the same world).
 
 Model and definitions (all inferred where the reference says "inferred"; every number is a field
 of `PlatformConfig` or `SimParams`):
@@ -545,6 +548,9 @@ class Platform:
         self.public_base = self.config.public_base.rstrip("/")
         # the Hub's model API (`/api/models/{repo}`): sizes for right-sizing
         self.hub = HubModels()
+        # One endpoint's quiet seconds passed at once (`_advance_alone`); off: every second is
+        # one step (tests/test_emulator_quiet.py compares the two).
+        self.batch_quiet = True
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -554,6 +560,9 @@ class Platform:
 
     def advance_to(self, t: float) -> None:
         """Step the world to time `t` (ignored if `t` is not after the current time)."""
+        if self.batch_quiet and len(self._eps) == 1:
+            self._advance_alone(next(iter(self._eps.values())), t)
+            return
         while self._now < t:
             a = self._now
             b = min(t, math.floor(a) + 1.0)
@@ -563,6 +572,130 @@ class Platform:
             if b == math.floor(b):
                 for ep in list(self._eps.values()):
                     self._on_second(ep, b)
+
+    def _advance_alone(self, ep: _Endpoint, t: float) -> None:
+        """`advance_to` with one endpoint (a replay's platform): the same per-second steps,
+        except that a run of quiet seconds (`_quiet_seconds`) is passed by `_pass_quiet`, which
+        does only what those seconds change. With several endpoints every second stays one
+        step of all of them in turn (their quota is shared)."""
+        while self._now < t:
+            a = self._now
+            if a == math.floor(a):
+                k = self._quiet_seconds(ep, a, t)
+                if k > 0:
+                    self._pass_quiet(ep, a, k)
+                    continue
+            b = min(t, math.floor(a) + 1.0)
+            self._step(ep, a, b)
+            self._now = b
+            if b == math.floor(b):
+                self._on_second(ep, b)
+
+    @staticmethod
+    def _quiet_seconds(ep: _Endpoint, a: float, t: float) -> int:
+        """How many whole seconds from `a` (a whole second, up to `t`) `_step` would leave the
+        endpoint as it is: no arrival, no held request, no replica becoming ready, nothing to
+        dispatch or complete, no state timer. Each bound is the first second that is not; the
+        common ones (a completion, an arrival) are checked first, as most seconds are not
+        quiet."""
+        n = math.floor(t) - a
+        if n < 1:
+            return 0
+        infl = ep.inflight
+        if infl:  # a completion in the step ending at b when it finishes by b
+            n = min(n, math.ceil(infl[0][0]) - 1 - a)
+            if n < 1:
+                return 0
+        load = ep.load
+        if load is not None:
+            if not isinstance(load, Trace):
+                return 0
+            if ep.trace_idx < len(load.arrivals):
+                # an arrival at x falls in the step ending at b when x < b
+                n = min(n, math.floor(ep.load_t0 + load.arrivals[ep.trace_idx]) - a)
+                if n < 1:
+                    return 0
+        st = ep.state
+        if ep.holding or st is S.PENDING or st is S.UPDATING:
+            return 0
+        if st is S.RUNNING and (not ep.has_url or ep.first_ready_at > a + 1):
+            return 0
+        if ep.queue and ep.slots:  # a dispatch in the step ending at b when it starts before b
+            n = min(n, math.floor(max(ep.slots[0][0], ep.queue[0][0])) - a)
+        # a replica is slotted in the step ending at b when ready_at < b, and counts as ready
+        # in that second's sample when ready_at <= b: both stay as they are while b < ready_at
+        first = min((r.ready_at for r in ep.unslotted), default=math.inf)
+        if st is S.INITIALIZING:
+            first = min(first, ep.first_ready_at)  # running from the step ending at it
+        if first != math.inf:
+            n = min(n, math.ceil(first) - 1 - a)
+        return max(0, int(n))
+
+    def _pass_quiet(self, ep: _Endpoint, a: float, k: int) -> None:
+        """The `k` quiet seconds after `a` (`_quiet_seconds`), as `_on_second` would pass them:
+        the replicas' utilisation moves towards their (unchanged) busy share each second, each
+        second adds its (unchanged) sample, and the windows age once at the end (dropping what
+        is older than the last second drops what every second in turn would have). A second
+        that may act (the platform autoscaler's, or the idle timeout's once it can run out)
+        gets the whole `_on_second` and ends the run."""
+        serving = ep.state in SERVING
+        if serving:
+            conc = self._concurrency(ep)
+            n_active = 0
+            ready_n = 0
+            util_sum = 0.0
+            ready: list[tuple[_Replica, float]] = []
+            for r in ep.replicas:
+                if not r.retiring:
+                    n_active += 1
+                if r.ready_at <= a + 1:
+                    frac = min(1.0, r.busy / conc)
+                    ready.append((r, frac))
+                    ready_n += 1
+                    util_sum += frac
+            pending = len(ep.queue) + len(ep.inflight)
+            mean = util_sum / ready_n if ready_n else 0.0
+            running = ep.state == S.RUNNING
+            cfg = self.config
+            up, down = cfg.scale_up_interval_s, cfg.scale_down_interval_s
+            idle = (
+                running
+                and ep.min_replica == 0
+                and bool(ep.scaling.get("scaleToZeroTimeout"))
+                and not (ep.held or ep.queue or ep.inflight)
+            )
+            samples = ep.samples
+            for i in range(1, k + 1):
+                tt = a + i
+                if running:
+                    ti = int(tt)
+                    if ti % up == 0 or ti % down == 0 or (idle and self._idle_out(ep, tt)):
+                        self._now = tt
+                        self._on_second(ep, tt)
+                        return
+                for r, frac in ready:
+                    r.util += 0.3 * (frac - r.util)
+                samples.append((tt, pending, n_active, mean))
+        end = a + k
+        self._now = end
+        self._age(ep, end)
+
+    def _age(self, ep: _Endpoint, t: float) -> None:
+        """Drop the latency window's entries and the removed replicas' series older than
+        their windows at `t`."""
+        cfg = self.config
+        while ep.lat_window and ep.lat_window[0][0] < t - cfg.latency_window_s:
+            ep.lat_window.popleft()
+        if ep.removed_series:
+            expired = [
+                rid
+                for rid, at in ep.removed_series.items()
+                if at < t - cfg.removed_series_retention_s
+            ]
+            for rid in expired:
+                del ep.removed_series[rid]
+                for k in [k for k in ep.counters if k[0] == rid]:
+                    del ep.counters[k]
 
     def set_public_base(self, url: str) -> None:
         """Base of the endpoints' `status.url` (e.g. `http://127.0.0.1:8081`)."""
@@ -715,7 +848,8 @@ class Platform:
                     self._set_running(ep, b)
         if ep.state in (S.INITIALIZING, S.RUNNING):
             if ep.first_ready_at <= b:
-                self._set_running(ep, max(a, ep.first_ready_at))
+                if ep.state is not S.RUNNING or not ep.has_url:
+                    self._set_running(ep, max(a, ep.first_ready_at))
             else:
                 ep.state = S.INITIALIZING
 
@@ -729,18 +863,9 @@ class Platform:
 
     def _on_second(self, ep: _Endpoint, t: float) -> None:
         cfg = self.config
-        while ep.lat_window and ep.lat_window[0][0] < t - cfg.latency_window_s:
-            ep.lat_window.popleft()
-        if ep.removed_series:
-            expired = [
-                rid
-                for rid, at in ep.removed_series.items()
-                if at < t - cfg.removed_series_retention_s
-            ]
-            for rid in expired:
-                del ep.removed_series[rid]
-                for k in [k for k in ep.counters if k[0] == rid]:
-                    del ep.counters[k]
+        lw = ep.lat_window
+        if (lw and lw[0][0] < t - cfg.latency_window_s) or ep.removed_series:
+            self._age(ep, t)
         if ep.state not in SERVING:
             return
         conc = self._concurrency(ep)
@@ -773,8 +898,10 @@ class Platform:
         """Whether a running min-0 endpoint has been idle for its `scaleToZeroTimeout`: no request
         held, queued or in service, and none arrived or completed in the timeout since it became
         running (a cold start does not eat into the timeout)."""
+        if ep.held or ep.queue or ep.inflight:
+            return False
         timeout = ep.scaling.get("scaleToZeroTimeout")
-        if ep.min_replica != 0 or not timeout or ep.held or ep.queue or ep.inflight:
+        if ep.min_replica != 0 or not timeout:
             return False
         return t - max(ep.last_request_at, ep.running_since) >= timeout * 60
 
