@@ -49,6 +49,7 @@ REQUIRED_ALERTS = {
     "GovernorLoopStalled",
     "GovernorLeaderCount",
     "GovernorConfigReloadFailed",
+    "GovernorRightsizeRolledBack",
 }
 # Alerts whose condition is false in a healthy run: their expression must evaluate without error
 # and return nothing; the query beside each shows the metrics they are built on do exist.
@@ -85,6 +86,10 @@ EXPECTED_EMPTY = {
     "GovernorConfigReloadFailed": (
         "governor_config_last_reload_successful == 1",
         "the config loaded at start is in force",
+    ),
+    "GovernorRightsizeRolledBack": (
+        'governor_rightsize_actions_total{action="rollback"} == 0',
+        "the actions are exported at 0 from the start; nothing was rolled back",
     ),
     "GovernorQuotaNearlyFull": (
         "governor_quota_used_accelerators / governor_quota_limit_accelerators <= 0.9",
@@ -204,6 +209,7 @@ def test_dashboard_is_wellformed():
         "cost rate",
         "forecast",
         "quota",
+        "right-sizing",
     ):
         assert word in titles, word
     prov = yaml.safe_load(
@@ -252,7 +258,19 @@ async def test_real_prometheus_runs_every_dashboard_query_and_alert(tmp_path):
     try:
         gov = await spawn_governor(
             write_config(
-                tmp_path, governor_config(srv.base_url, gov_port, tmp_path / "state.sqlite")
+                tmp_path,
+                governor_config(
+                    srv.base_url,
+                    gov_port,
+                    tmp_path / "state.sqlite",
+                    # the idle endpoint runs right-sizing: its saving panel has a series
+                    endpoints=[
+                        {
+                            "match": {"names": ["batch"]},
+                            "policies": {"slo_target": {}, "right_sizing": {}},
+                        }
+                    ],
+                ),
             )
         )
         await wait_http(f"http://127.0.0.1:{gov_port}/readyz", proc=gov)

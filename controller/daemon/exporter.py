@@ -28,7 +28,29 @@ from controller.serving import LoopServer
 if TYPE_CHECKING:
     from controller.cost.ledger import CostReport
 
-__all__ = ["CostCollector", "EndpointGauges", "Health", "Metrics", "MetricsServer", "create_app"]
+__all__ = [
+    "RIGHTSIZE_ACTIONS",
+    "CostCollector",
+    "EndpointGauges",
+    "Health",
+    "Metrics",
+    "MetricsServer",
+    "create_app",
+]
+
+# The `action` values of `governor_rightsize_actions_total` (controller.daemon.rightsize).
+RIGHTSIZE_ACTIONS = (
+    "recommend",
+    "keep",
+    "apply",
+    "dry_run",
+    "running",
+    "confirmed",
+    "rollback",
+    "rolled_back",
+    "skipped",
+    "error",
+)
 
 
 @dataclass(slots=True)
@@ -314,10 +336,14 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        # every action from the start at 0, so that the first rollback is a rise that
+        # increase() sees (alert GovernorRightsizeRolledBack), not a new series
+        for action in RIGHTSIZE_ACTIONS:
+            self.rightsize_actions.labels(action)
         self.rightsize_saving = Gauge(
             "governor_rightsize_saving_dollars_per_month",
             "Monthly saving of the recommended instance over the current one, from replaying the "
-            "endpoint's recorded traffic (0 when the current one is kept).",
+            "endpoint's recorded traffic (0 when the current one is kept or not evaluated yet).",
             ["namespace", "endpoint"],
             registry=r,
         )

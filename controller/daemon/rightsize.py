@@ -184,10 +184,12 @@ class RightsizeRunner:
     async def step(self, gov: Governor, managed: Sequence[AnyEndpoint], now: float) -> None:
         """Once per tick: take a finished evaluation, advance each apply, start the next one."""
         self._harvest(gov, now)
+        running: list[str] = []
         for ep in managed:
             params = params_from(gov.endpoint_settings(ep).policies)
             if params is None:
                 continue
+            running.append(ep.key)
             try:
                 await self._advance(gov, ep, params, now)
             except GovernorError as exc:  # one endpoint's failed call never stops the others
@@ -196,13 +198,17 @@ class RightsizeRunner:
             await self._start_next(gov, managed, now)
         for ep in managed:
             self._capacity_override(gov, ep)
-        self._export(gov)
+        self._export(gov, running)
 
-    def _export(self, gov: Governor) -> None:
+    def _export(self, gov: Governor, running: Sequence[str]) -> None:
+        """The saving per evaluated endpoint, and 0 for one running the policy but not evaluated
+        yet (so a dashboard shows every endpoint right-sizing looks at)."""
         g = gov.metrics.rightsize_saving
-        for key, st in self.state.items():
+        for key in {*self.state, *running}:
+            st = self.state.get(key)
             ns, _, name = key.partition("/")
-            g.labels(ns, name).set(st.saving_month_usd if st.action == "change" else 0.0)
+            saving = st.saving_month_usd if st is not None and st.action == "change" else 0.0
+            g.labels(ns, name).set(saving)
 
     def _harvest(self, gov: Governor, now: float) -> None:
         done = self._replay.take()
