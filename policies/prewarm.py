@@ -14,17 +14,29 @@ at this phase (a pattern that recurred), so a one-off flash crowd is never repla
 all periods count together, so a burst seen an hour ago and a day ago confirms (a load looped
 every hour of a morning, the next morning).
 
+**Unseen bursts.** A burst that never happened at this phase before is not in those lags, and
+one shorter than a cold start is over before a replica started for it is ready. What the
+endpoint's own recent traffic does say is how bursty it is: `burst_excess` reads, for one scrape
+interval, the arrivals beyond what a Poisson process at the median rate of the intervals around
+it yields (`z` standard deviations over), so Poisson noise (the queueing model's business) and
+a sustained rise (a step, a ramp, a start from idle: the median follows it, and the reactive
+sizing answers it one cold start later) count as 0, and a spike of seconds counts in full.
+`burst_headroom` is the largest such excess per minute over the lookback, each faded by its age
+(half-life), so the headroom held decays once the bursts stop.
+
 Pure: the history and `now` in, a forecast out; the loop reads the store.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from policies.base import DemandHistory
 
-__all__ = ["Forecast", "forecast_rise", "lag_label"]
+__all__ = ["Forecast", "burst_excess", "burst_headroom", "fold_peak", "forecast_rise", "lag_label"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +97,47 @@ def forecast_rise(
         return None
     support = tuple(sorted(lag for r, lag in rises if r >= level))
     return Forecast(rise=level, support=support, known=len(rises))
+
+
+def burst_excess(arrivals: Sequence[float], spans: Sequence[float], mid: int, z: float) -> float:
+    """Arrivals per second of interval `mid` beyond the median rate of all the intervals given
+    (`arrivals[i]` requests over `spans[i]` seconds) plus `z` x the square root of the count
+    that median expects; 0 when none."""
+    if not arrivals or len(arrivals) != len(spans) or not 0 <= mid < len(arrivals):
+        return 0.0
+    dt = spans[mid]
+    if dt <= 0:
+        return 0.0
+    median = statistics.median(
+        n / s if s > 0 else 0.0 for n, s in zip(arrivals, spans, strict=True)
+    )
+    expected = median * dt
+    return max(0.0, arrivals[mid] - expected - z * math.sqrt(expected)) / dt
+
+
+def fold_peak(
+    peaks: list[list[float]], *, bucket: int, value: float, oldest: int
+) -> list[list[float]]:
+    """`peaks` ([bucket, largest value], oldest first) with `value` folded into `bucket`, and the
+    buckets before `oldest` dropped."""
+    kept = [[float(b), float(v)] for b, v in peaks if int(b) >= oldest]
+    if bucket < oldest:
+        return kept
+    if kept and int(kept[-1][0]) == bucket:
+        kept[-1][1] = max(kept[-1][1], value)
+    elif not kept or int(kept[-1][0]) < bucket:
+        kept.append([float(bucket), value])
+    return kept
+
+
+def burst_headroom(
+    peaks: Sequence[Sequence[float]], *, now: float, bucket_s: float, half_life_s: float
+) -> tuple[float, float]:
+    """The largest peak, each faded by 0.5 ** (age / half_life_s) (age from its bucket's end),
+    and the largest as recorded: (headroom, top)."""
+    best, top = 0.0, 0.0
+    for b, v in peaks:
+        age = max(0.0, now - (b + 1) * bucket_s)
+        best = max(best, v * 0.5 ** (age / half_life_s))
+        top = max(top, v)
+    return best, top

@@ -44,10 +44,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.base import EndpointView, Proposal, ProposalKind
 from policies.capacity import capacity_of, learn, learn_cold_start, replicas_for_slo
-from policies.prewarm import forecast_rise
+from policies.prewarm import burst_excess, burst_headroom, fold_peak, forecast_rise
 
 __all__ = ["SloTargetParams", "SloTargetPolicy", "idle_timeout"]
 
+# Bursts are remembered per minute (the billing unit): at most burst_lookback_s / 60 entries.
+BURST_BUCKET_S = 60.0
 # A cold start assumed until one is observed (or `cold_start_s` is configured): a few minutes is
 # typical for a model of a few GB pulled and loaded on Inference Endpoints.
 COLD_START_PRIOR_S = 300.0
@@ -125,6 +127,38 @@ class SloTargetParams(BaseModel):
         ge=1,
         le=10_000,
         description="Most replicas a forecast alone asks for (None: the ceiling).",
+    )
+    burst_headroom: bool = Field(
+        True,
+        description="Hold warm, on top of the load, the largest burst beyond Poisson the "
+        "endpoint showed recently (faded by burst_half_life_s), so the next burst shorter than "
+        "a cold start finds spare replicas (policies/prewarm.py burst_excess).",
+    )
+    burst_z: float = Field(
+        6.0,
+        ge=0,
+        le=100,
+        description="A scrape interval's arrivals count as a burst beyond the median rate of "
+        "the intervals around it plus burst_z x the square root of the count it expects.",
+    )
+    burst_context_s: float = Field(
+        120.0,
+        ge=30,
+        le=3600,
+        description="Span of scrape intervals, centred on the one read, whose median rate is "
+        "its baseline (a rise lasting over half of it is sustained, not a burst).",
+    )
+    burst_half_life_s: float = Field(
+        120.0,
+        gt=0,
+        le=7 * 86_400,
+        description="A burst counts as its excess x 0.5 ** (age / burst_half_life_s).",
+    )
+    burst_lookback_s: float = Field(
+        1800.0,
+        ge=60,
+        le=7 * 86_400,
+        description="Bursts older than this are forgotten (one remembered per minute).",
     )
     gap_history: int = Field(
         64, ge=1, le=10_000, description="Idle gaps remembered for the scale-to-zero break-even."
@@ -323,6 +357,9 @@ class SloTargetPolicy:
         warm, warm_why = self._prewarm(view, mem, now, load, size)
         if warm > stable:
             why += f"; {warm_why}"
+        spare, spare_why = self._spare(view, mem, now, sized, size, queued=queued)
+        if spare > max(stable, warm):
+            why += f"; {spare_why}"
         quick = w.in_flight(span_s=p.panic_window_s, now=now) if w is not None else None
         short = quick.value if quick is not None else None
         burst = size(short) if short is not None else 0
@@ -337,7 +374,7 @@ class SloTargetPolicy:
             mem["panic_last"] = panic_last = None
             mem["panic_max"] = 0
         if panic_last is not None:
-            desired = max(stable, warm, burst, int(mem.get("panic_max", 0)), view.current)
+            desired = max(stable, warm, spare, burst, int(mem.get("panic_max", 0)), view.current)
             return Proposal(
                 policy=self.name,
                 kind=ProposalKind.DEMAND,
@@ -345,6 +382,15 @@ class SloTargetPolicy:
                 message=f"panic: {short:.2f} in flight over {p.panic_window_s:g}s wants {burst}; "
                 f"no scale-down while panicking ({why}) -> {desired}",
                 replicas=desired,
+                memory=mem,
+            )
+        if spare > max(stable, warm):
+            return Proposal(
+                policy=self.name,
+                kind=ProposalKind.DEMAND,
+                reason="burst_headroom",
+                message=f"{why} -> {max(spare, keep)}",
+                replicas=max(spare, keep),
                 memory=mem,
             )
         if warm > stable:
@@ -401,6 +447,94 @@ class SloTargetPolicy:
         return want, (
             f"pre-warm: {fc.describe()} within {lead:.0f}s (cold start + margin): "
             f"{load + fc.rise:.2f} needs {want}{note}"
+        )
+
+    def _spare(
+        self,
+        view: EndpointView,
+        mem: dict[str, Any],
+        now: float,
+        load: float,
+        size: Any,
+        *,
+        queued: bool,
+    ) -> tuple[int, str]:
+        """Replicas for the load plus the largest recent burst beyond Poisson (faded by age), in
+        requests in flight (its excess arrivals per second x the service time, by Little's law
+        while nothing queues), and why; 0 when off, or no burst or service time is known yet."""
+        p = self.params
+        w = view.window
+        latest = w.latest if w is not None else None
+        if not p.burst_headroom or w is None or latest is None or latest.pending is None:
+            return 0, ""
+        self._note_arrivals(mem, w, latest.at, float(latest.pending), now, load, queued=queued)
+        svc = mem.get("burst_service_s")
+        head, top = burst_headroom(
+            mem.get("bursts", []),
+            now=now,
+            bucket_s=BURST_BUCKET_S,
+            half_life_s=p.burst_half_life_s,
+        )
+        if svc is None or head <= 0:
+            return 0, ""
+        extra = head * float(svc)
+        want = int(size(load + extra))
+        return want, (
+            f"burst headroom: +{head:.2f}/s beyond Poisson (largest {top:.2f}/s in "
+            f"{p.burst_lookback_s:g}s, half-life {p.burst_half_life_s:g}s) x service "
+            f"{float(svc):.2f}s = +{extra:.2f} in flight: {load + extra:.2f} needs {want}"
+        )
+
+    def _note_arrivals(
+        self,
+        mem: dict[str, Any],
+        w: Any,
+        at: float,
+        pending: float,
+        now: float,
+        load: float,
+        *,
+        queued: bool,
+    ) -> None:
+        """Fold the newest scrape interval's arrivals (served + the pending gauge's change) into
+        the record: the interval at the centre of `burst_context_s` gets its burst excess, and the
+        service time is re-read by Little's law (window load / arrival rate) while nothing
+        queues."""
+        p = self.params
+        prev = mem.get("burst_prev")
+        ticks = [
+            [float(t), float(n), float(d)]
+            for t, n, d in mem.get("arrivals", [])
+            if now - float(t) < p.burst_context_s
+        ]
+        mem["burst_prev"] = [at, pending]
+        if prev is None or at <= float(prev[0]) or at > now:
+            mem["arrivals"] = ticks
+            return
+        dt = at - float(prev[0])
+        rate = w.request_rate(span_s=now - float(prev[0]) + 1e-3, now=now)
+        if rate is None:
+            mem["arrivals"] = ticks
+            return
+        ticks.append([at, max(0.0, rate * dt + pending - float(prev[1])), dt])
+        mem["arrivals"] = ticks
+        recent = [(n, d) for t, n, d in ticks if now - t < p.window_s]
+        span = sum(d for _, d in recent)
+        arriving = sum(n for n, _ in recent) / span if span > 0 else 0.0
+        if not queued and arriving > 0 and load > 0:
+            old = mem.get("burst_service_s")
+            s = load / arriving
+            mem["burst_service_s"] = s if old is None else 0.8 * float(old) + 0.2 * s
+        if len(ticks) < 5 or ticks[-1][0] - ticks[0][0] < p.burst_context_s / 2:
+            return
+        mid = min(range(len(ticks)), key=lambda i: abs(ticks[i][0] - (now - p.burst_context_s / 2)))
+        excess = burst_excess([n for _, n, _ in ticks], [d for _, _, d in ticks], mid, p.burst_z)
+        oldest = math.floor((now - p.burst_lookback_s) / BURST_BUCKET_S) + 1
+        mem["bursts"] = fold_peak(
+            mem.get("bursts", []),
+            bucket=math.floor(ticks[mid][0] / BURST_BUCKET_S),
+            value=excess,
+            oldest=oldest,
         )
 
     def _backlog(
