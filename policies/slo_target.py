@@ -129,10 +129,11 @@ class SloTargetParams(BaseModel):
         description="Most replicas a forecast alone asks for (None: the ceiling).",
     )
     burst_headroom: bool = Field(
-        True,
+        False,
         description="Hold warm, on top of the load, the largest burst beyond Poisson the "
         "endpoint showed recently (faded by burst_half_life_s), so the next burst shorter than "
-        "a cold start finds spare replicas (policies/prewarm.py burst_excess).",
+        "a cold start finds spare replicas (policies/prewarm.py burst_excess). Off by default: "
+        "on the suite it bought attainment on bursty loads at a higher cost (docs/slo.md).",
     )
     burst_z: float = Field(
         6.0,

@@ -101,7 +101,10 @@ def test_burst_excess_bounded_by_the_interval_rate(arrivals, z, data):
 
 
 def _pol(**params):
-    return build_policy("slo_target", params, where="policies.slo_target")
+    """slo_target with the headroom on (off by default) unless `params` say otherwise."""
+    return build_policy(
+        "slo_target", {"burst_headroom": True, **params}, where="policies.slo_target"
+    )
 
 
 def _drive(pol, served, pendings, *, ready=2, current=2, ceiling=20):
@@ -152,8 +155,11 @@ def test_headroom_after_a_spike_then_it_fades():
     assert all(p.reason != "burst_headroom" for p in off)
 
 
-def test_headroom_switched_off():
-    props = _drive(_pol(burst_headroom=False), SPIKE, PEND)
+@pytest.mark.parametrize("params", [{"burst_headroom": False}, None])
+def test_headroom_switched_off(params):
+    """Off (the shipped default): no headroom and nothing of it remembered."""
+    pol = build_policy("slo_target", {}, where="t") if params is None else _pol(**params)
+    props = _drive(pol, SPIKE, PEND)
     assert all(p.reason != "burst_headroom" for p in props)
     assert "bursts" not in (props[-1].memory or {})
 
@@ -203,7 +209,7 @@ async def test_daemon_holds_spare_replicas_after_short_bursts(world: World):
             "ceiling": 10,
             "cold_start_s": 60,
             "capacity_per_replica": 4,
-            "policies": {"slo_target": {"prewarm": False}},
+            "policies": {"slo_target": {"prewarm": False, "burst_headroom": True}},
         },
         endpoints=[
             {
