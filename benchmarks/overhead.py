@@ -381,7 +381,16 @@ def _machine() -> dict[str, Any]:
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         mem = f"{int(f.readline().split()[1]) // 1024} MiB"
     pkgs = harness.versions(
-        ("aiohttp", "httpx", "httpcore", "prometheus_client", "pydantic", "uvicorn", "starlette")
+        (
+            "aiohttp",
+            "httpx",
+            "httpcore",
+            "prometheus_client",
+            "pydantic",
+            "uvicorn",
+            "starlette",
+            "uvloop",
+        )
     )
     return {
         "cpu": harness.cpu_model(),
