@@ -6,10 +6,11 @@
 Each run is a fresh process (so no mode warms the other's caches), the modes interleaved (fast,
 full, fast, full, ...) so a machine busier in one half of the run does not favour one mode. A
 run replays Governor's shipped default (or `--spec`) over the whole load from a cold start and
-reports its own CPU time (`time.process_time()` around `run_system`, imports and the trace's
-loading excluded). The two modes must give the same cost and attainment (checked; the script
-fails otherwise). Writes `benchmarks/results/replay_speed.{json,md}`: per mode the median and
-range, the ratio of medians, the command, machine, versions and commit.
+reports its own CPU time (`time.process_time()` around `run_system`; imports, the daemon loop's
+that the replay makes lazily included, and the trace's loading excluded). The two modes must
+give the same cost and attainment (checked; the script fails otherwise). Writes
+`benchmarks/results/replay_speed.{json,md}`: per mode the median and range, the ratio of
+medians, the command, machine, versions and commit.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def _one(load: str, mode: str, spec: str) -> dict[str, Any]:
     """One replay in this process (the child's side)."""
     import asyncio
 
+    import controller.daemon.loop  # noqa: F401  (imported lazily by the replay: not its cost)
     from controller.backtest.loads import LOADS
     from controller.backtest.simulate import PolicySpec, load_sim_config, prepare, run_system
     from controller.logs import configure_logging

@@ -357,6 +357,14 @@ class StateSettings(_Strict):
         description="Write the decision memory at most this often (0: every tick). A restart "
         "resumes from the last write; a replay, which never restarts, writes it once a day.",
     )
+    demand_every_s: float = Field(
+        0.0,
+        ge=0,
+        le=86400,
+        description="Write the recorded demand at most this often (0: every tick); the minutes "
+        "held meanwhile are written, in order, before anything reads the store and before the "
+        "hourly prune, so every read sees what an every-tick write would have left.",
+    )
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from controller.backtest.simulate import BOT, NAME, NS, T0, _body
@@ -182,3 +182,38 @@ def test_autoscaler_acts_inside_a_quiet_run() -> None:
     assert _fingerprint(worlds[0]) == _fingerprint(worlds[1])
     assert peaks[0] > 1, peaks
     assert worlds[0].replica_counts(NS, NAME)[0] == 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    gaps=st.lists(st.floats(0.0, 200.0), min_size=1, max_size=30),
+    min_r=st.integers(0, 2),
+    moves=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 1.0, 15.0, 60.0, 400.0]),
+            st.sampled_from(["none", "bounds", "pause", "resume", "zero"]),
+            st.integers(0, 4),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+)
+@example(  # a second replica becoming ready, nothing else changing
+    gaps=[5.0] * 20, min_r=1, moves=[(300.0, "bounds", 2), (15.0, "none", 0), (60.0, "none", 0)]
+)
+def test_an_equal_listing_version_is_an_equal_listing(gaps, min_r, moves) -> None:
+    """`listing_version` (what the fast replay's client compares instead of the listing): the
+    version stays equal only while the listing does, through writes, ticks and cold starts."""
+    p = _world(gaps, [2.0] * 30, min_r=min_r, max_r=3, stz=1, hold_s=0.0, batch=True)
+    seen = [(p.listing_version(NS), p.list(NS))]
+    t = T0
+    for dt, kind, n in moves:
+        t += dt
+        p.advance_to(t)
+        if kind != "none":
+            _act(p, kind, n)
+        version, listing = p.listing_version(NS), p.list(NS)
+        for v, items in seen:
+            if v == version:
+                assert items == listing
+        seen.append((version, listing))

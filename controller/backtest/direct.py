@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from controller.clock import Clock
-from controller.emulator.platform import EmulatorError, Platform
+from controller.emulator.platform import EmulatorError, ListingVersion, Platform
 from controller.errors import FeedError
 from controller.platform.client import EndpointsClient
 from controller.platform.models import ListedEndpoint, UserRef
@@ -167,27 +167,29 @@ class PlatformClient(EndpointsClient):
         self._feed_via_aiohttp = False
         self.platform = platform
         self._unused = real
-        # Per namespace: the last listing's items, the records built from them, and the items
-        # skipped as unparsable. Between changes (a write, a replica ready, a state change) the
-        # listing is the same JSON, so the same records (frozen).
-        self._listed: dict[str, tuple[list[dict[str, Any]], list[ListedEndpoint], list[Any]]] = {}
+        # Per namespace: the last listing's version (`Platform.listing_version`), the records
+        # built from it, and the items skipped as unparsable. Between changes (a write, a
+        # replica ready, a state change) the listing is the same JSON, so the same records
+        # (frozen), and the version says so without rendering it.
+        self._listed: dict[str, tuple[ListingVersion, list[ListedEndpoint], list[Any]]] = {}
 
     async def list_endpoints(
         self, namespace: str, *, skip_invalid: bool = True
     ) -> list[ListedEndpoint]:
-        """The real listing (`EndpointsClient.list_endpoints`) when the platform's items changed
-        since the last call, else the records it built then."""
+        """The real listing (`EndpointsClient.list_endpoints`) when the platform's listing
+        changed since the last call, else the records it built then."""
         http: _PlatformHttp = self._http  # type: ignore[assignment]
         http.advance()
         p = self.platform
-        items = p.list(namespace) if namespace in p.namespaces() and skip_invalid else None
+        ok = namespace in p.namespaces() and skip_invalid
+        version = p.listing_version(namespace) if ok else None
         last = self._listed.get(namespace)
-        if items is not None and last is not None and last[0] == items:
+        if version is not None and last is not None and last[0] == version:
             self.invalid_items = list(last[2])
             return list(last[1])
         got = await super().list_endpoints(namespace, skip_invalid=skip_invalid)
-        if items is not None:
-            self._listed[namespace] = (items, list(got), list(self.invalid_items))
+        if version is not None:
+            self._listed[namespace] = (version, list(got), list(self.invalid_items))
         return got
 
     async def aclose(self) -> None:
@@ -230,7 +232,8 @@ def feed_sample(platform: Platform, ns: str, name: str, *, at: float) -> FeedSam
     for metric, (_, values) in v.hardware.items():
         per[metric] = {rid: float(f"{x:.2f}") for rid, x in values}
         replicas.update(rid for rid, _ in values if rid)
-    latency = {q: _fmt_float(x) for q, x in v.quantiles if not math.isnan(_fmt_float(x))}
+    read = ((q, _fmt_float(x)) for q, x in v.quantiles)
+    latency = {q: x for q, x in read if not math.isnan(x)}
     return FeedSample(
         at=at,
         pending=None if v.pending is None else float(v.pending),

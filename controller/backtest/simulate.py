@@ -1107,9 +1107,9 @@ async def _governor_once(
         "loop": {"tick_interval_s": cfg.tick_interval_s},
         "scrape": {"max_age_s": 3 * cfg.tick_interval_s},
         "defaults": {"floor": b.floor, "ceiling": b.ceiling},
-        # Nothing restarts from a replay's memory: write it once a day, not every tick (the
-        # demand it records, which its pre-warm reads back, is written every tick).
-        "state": {"memory_every_s": 86400},
+        # Nothing restarts from a replay's memory: write it once a day, not every tick. Its
+        # demand is written hourly and before each read (the pre-warm's), as every tick would.
+        "state": {"memory_every_s": 86400, "demand_every_s": 3600},
     }
     fixed: dict[str, Any] = {
         "api": {"base_url": "http://emulator/v2", "backoff_initial_s": 0.5},
@@ -1180,6 +1180,7 @@ async def _governor_once(
                     await gov.tick()
                     tl.sample(p)
                     prog.update(t)
+                gov.flush_demand(clock.now())  # a caller's store holds the whole replay
         finally:
             if own:
                 st.close()

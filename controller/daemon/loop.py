@@ -30,7 +30,7 @@ from controller.daemon.actuator import ActionResult, Actuator, Outcome, describe
 from controller.daemon.context import EndpointContext, build_contexts
 from controller.daemon.exporter import EndpointGauges, Health, Metrics
 from controller.daemon.sdnotify import Notifier
-from controller.daemon.store import DemandRecorder, StateStore, demand_history
+from controller.daemon.store import DemandMinute, DemandRecorder, StateStore, demand_history
 from controller.daemon.trust import implausible
 from controller.errors import ApiError, AuthError, FeedError
 from controller.platform.client import EndpointsClient
@@ -142,6 +142,9 @@ class Governor:
         self.demand = DemandRecorder() if store is not None and retention_days > 0 else None
         self._demand_pruned_at: float | None = None
         self._memory_saved_at: float | None = None  # state.memory_every_s
+        # Demand rows drained from the recorder, not yet written (state.demand_every_s).
+        self._held_demand: list[DemandMinute] = []
+        self._demand_saved_at: float | None = None
         # Each endpoint's recorded demand at earlier periods' phase (the pre-warm's input),
         # re-read every state.forecast.refresh_s: key -> (refresh slot it was read in, history).
         self._history: dict[str, tuple[int, DemandHistory | None]] = {}
@@ -351,6 +354,8 @@ class Governor:
                 if self._memory_due(now):
                     self.store.save_memory(self.memory, now=now)
                 self._record_demand(now)
+            if self.autopilot is not None or self.rightsize is not None:
+                self.flush_demand(now)  # they read the recorded demand
             if self.autopilot is not None:
                 try:
                     self.autopilot.step(self, managed, decided_at)
@@ -619,6 +624,7 @@ class Governor:
         cached = self._history.get(key)
         if cached is not None and cached[0] == slot:
             return cached[1]
+        self.flush_demand(now)
         try:
             hist = demand_history(self.store, key, now=now, lags=fc.lags(), horizon_s=fc.horizon_s)
         except sqlite3.Error as exc:
@@ -638,15 +644,37 @@ class Governor:
         return True
 
     def _record_demand(self, now: float) -> None:
-        """This tick's demand minutes to the store; prune past the retention once an hour."""
+        """This tick's demand minutes to the store (held and written at most every
+        `state.demand_every_s`); prune past the retention once an hour, after writing."""
         if self.demand is None or self.store is None:
             return
-        try:
-            self.store.record_demand(self.demand.drain())
-            if self._demand_pruned_at is None or now - self._demand_pruned_at >= 3600:
+        self._held_demand.extend(self.demand.drain())
+        prune = self._demand_pruned_at is None or now - self._demand_pruned_at >= 3600
+        every = self.settings.state.demand_every_s
+        last = self._demand_saved_at
+        if not prune and every > 0 and last is not None and now - last < every:
+            return
+        self.flush_demand(now)
+        if prune:
+            try:
                 keep_s = self.settings.state.demand_retention_days * 86400
                 self.store.prune_demand(before=now - keep_s)
                 self._demand_pruned_at = now
+            except sqlite3.Error as exc:
+                log.warning("demand_record_failed", error=str(exc))
+
+    def flush_demand(self, now: float) -> None:
+        """Write the held demand rows (`state.demand_every_s`), in the order they were drained:
+        the store then holds what writing every tick would have left. Anything that reads the
+        recorded demand calls it first (the forecast, autopilot, right-sizing, a replay's end)."""
+        if self.store is None:
+            return
+        rows, self._held_demand = self._held_demand, []
+        self._demand_saved_at = now
+        if not rows:
+            return
+        try:
+            self.store.record_demand(rows)
         except sqlite3.Error as exc:
             log.warning("demand_record_failed", error=str(exc))
 
@@ -778,6 +806,7 @@ class Governor:
                 for t in (sleeper, stopper):
                     t.cancel()
         self.health.stopping = True
+        self.flush_demand(self.clock.now())
         if notifier is not None:
             notifier.stopping()
 

@@ -515,6 +515,27 @@ def host_resources(row: PriceRow) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ListingVersion:
+    """What one namespace's listing (`Platform.list`) is built from besides the platform's
+    config: per endpoint its spec (the object itself: an update replaces it whole, and holding
+    it here keeps its id from being reused) and the status inputs. Equal versions give equal
+    listings; the fast replay's client reuses its records then (controller/backtest/direct.py)."""
+
+    specs: tuple[dict[str, Any], ...]
+    fields: tuple[Any, ...]
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ListingVersion)
+            and self.fields == other.fields
+            and len(self.specs) == len(other.specs)
+            and all(a is b for a, b in zip(self.specs, other.specs, strict=True))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True, slots=True)
 class FeedValues:
     """The numbers of one endpoint's platform feed ("full" / "published" shapes), in the order
@@ -1409,6 +1430,30 @@ class Platform:
 
     def list(self, ns: str) -> list[dict[str, Any]]:
         return [self._wire(ep) for (n, _), ep in sorted(self._eps.items()) if n == ns]
+
+    def listing_version(self, ns: str) -> ListingVersion:
+        """The inputs of `list(ns)` (`ListingVersion`), without building it: every field of an
+        endpoint's `_wire` comes from its spec or from one of these."""
+        now = self._now
+        specs, fields = [], [self.public_base]
+        for (n, name), ep in sorted(self._eps.items()):
+            if n != ns:
+                continue
+            specs.append(ep.spec)
+            fields.append(
+                (
+                    name,
+                    ep.state,
+                    sum(1 for r in ep.replicas if r.ready_at <= now),
+                    len(ep.active()),
+                    ep.has_url,
+                    ep.created_at,
+                    ep.updated_at,
+                    tuple(ep.created_by.items()),
+                    tuple(ep.updated_by.items()),
+                )
+            )
+        return ListingVersion(tuple(specs), tuple(fields))
 
     def get(self, ns: str, name: str) -> dict[str, Any]:
         return self._wire(self._ep(ns, name))
