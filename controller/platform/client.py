@@ -26,12 +26,15 @@ is honoured as a *minimum* wait; one longer than `backoff_max_s` stops the retri
 caller backs off this endpoint instead of stalling a tick. Retrying after the request may already
 have reached the server is safe for every route used here: GETs are reads; the PUT bodies are
 partial *absolute* values (setting `minReplica` to 2 twice is setting it once); pause and
-scale-to-zero move to a target state; a resume that finds the endpoint running gets the 400
-"already running", which is treated as success. The metrics feed is fetched once by default
-(`feed_attempts`): a missed sample is cheaper than a slow tick, and the next tick fetches again.
-Both feed transports share this retry loop; aiohttp's timeouts and connection errors count as
-httpx's do (retryable), and every timeout phase (connect, including the wait for a pooled
-connection, and each read) is `timeout_s` on both.
+scale-to-zero move to a target state; a resume that finds the endpoint running gets the 400 "already
+running", which is treated as success. A PUT that got no answer (a dropped connection, a timeout) is
+not re-sent blindly, though: the platform moves `updatedAt` on every PUT, even an idempotent one,
+and the ledger dates replica changes by it, so the retry first GETs the endpoint and stops there if
+the write is already applied. The metrics feed is fetched once by default (`feed_attempts`): a
+missed sample is cheaper than a slow tick, and the next tick fetches again. Both feed transports
+share this retry loop; aiohttp's timeouts and connection errors count as httpx's do (retryable), and
+every timeout phase (connect, including the wait for a pooled connection, and each read) is
+`timeout_s` on both.
 
 Deadlines. A management attempt has a *total* deadline of `timeout_s` (connect, headers and the
 whole body: httpx's own timeouts are per read, so a body trickled a few bytes at a time never trips
@@ -224,6 +227,28 @@ def _error_message(response: httpx.Response) -> str:
             parts = [e.get("message", "") if isinstance(e, dict) else str(e) for e in errors]
             return "; ".join(p for p in parts if p) or text
     return text.strip() or "no body"
+
+
+def _may_have_arrived(exc: ApiError) -> bool:
+    """No answer, and not a failure to connect: the server may have applied the request."""
+    if exc.status is not None:
+        return False
+    return not isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+def _carries(section: str | None, values: Mapping[str, Any]) -> Callable[[httpx.Response], bool]:
+    """Whether an endpoint answer's `compute` (or `compute.<section>`) has `values`."""
+
+    def check(resp: httpx.Response) -> bool:
+        try:
+            node = json.loads(resp.content)["compute"]
+            if section is not None:
+                node = node[section]
+            return all(node.get(k) == v for k, v in values.items())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
+
+    return check
 
 
 def _request_id(response: httpx.Response) -> str | None:
@@ -433,7 +458,9 @@ class EndpointsClient:
         if any(v < 0 for v in scaling.values()):
             raise ValueError(f"scaling values must be >= 0, got {scaling}")
         body = {"compute": {"scaling": scaling}}
-        return await self._endpoint_call("update", "PUT", namespace, name, json_body=body)
+        return await self._endpoint_call(
+            "update", "PUT", namespace, name, json_body=body, verify=_carries("scaling", scaling)
+        )
 
     async def update_instance(
         self,
@@ -457,7 +484,9 @@ class EndpointsClient:
         if not compute:
             raise ValueError("update_instance needs at least one of accelerator, type or size")
         body = {"compute": compute}
-        return await self._endpoint_call("update", "PUT", namespace, name, json_body=body)
+        return await self._endpoint_call(
+            "update", "PUT", namespace, name, json_body=body, verify=_carries(None, compute)
+        )
 
     async def pause(self, namespace: str, name: str) -> Endpoint:
         return await self._endpoint_call("pause", "POST", namespace, name, suffix="pause")
@@ -574,10 +603,16 @@ class EndpointsClient:
         *,
         suffix: str | None = None,
         json_body: Mapping[str, Any] | None = None,
+        verify: Callable[[httpx.Response], bool] | None = None,
     ) -> Endpoint:
         key = f"{namespace}/{name}"
         resp = await self._call(
-            route, method, self._path(namespace, name, suffix), endpoint=key, json_body=json_body
+            route,
+            method,
+            self._path(namespace, name, suffix),
+            endpoint=key,
+            json_body=json_body,
+            verify=verify,
         )
         return self._endpoint(resp, namespace, route=route, key=key)
 
@@ -657,8 +692,13 @@ class EndpointsClient:
         attempts: int | None = None,
         accept: Callable[[httpx.Response], bool] | None = None,
         headers: Mapping[str, str] | None = None,
+        verify: Callable[[httpx.Response], bool] | None = None,
     ) -> httpx.Response:
         """Send with retries; returns a 2xx response (or one `accept` approves), else raises.
+
+        With `verify` (a write), an attempt that may have reached the server but got no answer
+        is not simply re-sent: a GET of the same path comes first, and if `verify` finds the
+        write already applied, that answer is the result (see `_retry_call`).
 
         Fails fast while a remembered `Retry-After` lasts; the whole call (every attempt and
         backoff) is bounded by `call_deadline_s`."""
@@ -676,6 +716,7 @@ class EndpointsClient:
                     attempts=attempts,
                     accept=accept,
                     headers=headers,
+                    verify=verify,
                 ),
             )
         except RetryableApiError as exc:
@@ -729,20 +770,46 @@ class EndpointsClient:
         attempts: int | None,
         accept: Callable[[httpx.Response], bool] | None,
         headers: Mapping[str, str] | None,
+        verify: Callable[[httpx.Response], bool] | None = None,
     ) -> httpx.Response:
-        return await self._retry(
-            lambda last: self._attempt(
-                route,
-                method,
-                path,
-                endpoint=endpoint,
-                json_body=json_body,
-                accept=accept,
-                headers=headers,
-                last=last,
-            ),
-            attempts if attempts is not None else self._max_attempts,
-        )
+        """The retry loop of one call. A write whose answer was lost (a dropped connection, a
+        timeout: it may have been applied) is checked with a GET before it is re-sent: the
+        platform moves `updatedAt` on every PUT, even one that changes nothing, so a re-sent
+        write dated its replica changes late, and the ledger, which dates them by `updatedAt`,
+        lost minutes (the fault soak's lost-write-response fault: 4 replicas 1.8 s late)."""
+        maybe_applied = False
+
+        async def attempt(last: bool) -> httpx.Response:
+            nonlocal maybe_applied
+            if maybe_applied and verify is not None:
+                got = await self._attempt(
+                    "get",
+                    "GET",
+                    path,
+                    endpoint=endpoint,
+                    json_body=None,
+                    accept=None,
+                    headers=headers,
+                    last=False,
+                )
+                if verify(got):
+                    return got
+            try:
+                return await self._attempt(
+                    route,
+                    method,
+                    path,
+                    endpoint=endpoint,
+                    json_body=json_body,
+                    accept=accept,
+                    headers=headers,
+                    last=last,
+                )
+            except ApiError as exc:
+                maybe_applied = maybe_applied or _may_have_arrived(exc)
+                raise
+
+        return await self._retry(attempt, attempts if attempts is not None else self._max_attempts)
 
     async def _retry(
         self,
