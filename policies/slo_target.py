@@ -29,14 +29,14 @@ The default demand policy. Every tick:
    start of each wake, all of which wait) fit in `safety` x the SLO's miss budget of the requests
    seen. With no gap beyond the timeout, or no history, it stays warm.
 
-6. **Burst headroom** (`burst_headroom`, off by default). Each scrape interval's arrivals (served
+6. **Burst headroom** (`burst_headroom`, on by default). Each scrape interval's arrivals (served
    + the pending gauge's change) are compared with the median rate of the intervals within
    `burst_context_s` around it; what exceeds it by more than `burst_z` x sqrt(expected), times
    the service time (Little's law while nothing queues), is a burst's height in flight. The
    largest per minute over `burst_lookback_s`, halved every `burst_half_life_s`, is sized for on
    top of the load, so a burst shorter than a cold start finds spare replicas; a sustained rise
-   (the median follows it) and Poisson noise add nothing. Off by default because on the load
-   suite it bought attainment on bursty loads at a higher cost (docs/slo.md).
+   (the median follows it) and Poisson noise add nothing. On by default because the SLO comes
+   first: on the load suite it buys attainment on bursty loads at a higher cost (docs/slo.md).
 
 Reason codes: `slo_target` (sized; the message names a backlog), `panic`, `burst_headroom`,
 `prewarm`, `idle_to_zero` (0 replicas after the break-even idle time), `no_data` (no in-flight
@@ -138,11 +138,11 @@ class SloTargetParams(BaseModel):
         description="Most replicas a forecast alone asks for (None: the ceiling).",
     )
     burst_headroom: bool = Field(
-        False,
+        True,
         description="Hold warm, on top of the load, the largest burst beyond Poisson the "
         "endpoint showed recently (faded by burst_half_life_s), so the next burst shorter than "
-        "a cold start finds spare replicas (policies/prewarm.py burst_excess). Off by default: "
-        "on the suite it bought attainment on bursty loads at a higher cost (docs/slo.md).",
+        "a cold start finds spare replicas (policies/prewarm.py burst_excess). On by default: "
+        "the SLO comes first; it buys attainment on bursty loads at a higher cost (docs/slo.md).",
     )
     burst_z: float = Field(
         6.0,

@@ -101,7 +101,8 @@ def test_burst_excess_bounded_by_the_interval_rate(arrivals, z, data):
 
 
 def _pol(**params):
-    """slo_target with the headroom on (off by default) unless `params` say otherwise."""
+    """slo_target with the headroom on (explicitly, though it is the default) unless `params`
+    say otherwise."""
     return build_policy(
         "slo_target", {"burst_headroom": True, **params}, where="policies.slo_target"
     )
@@ -155,13 +156,21 @@ def test_headroom_after_a_spike_then_it_fades():
     assert all(p.reason != "burst_headroom" for p in off)
 
 
-@pytest.mark.parametrize("params", [{"burst_headroom": False}, None])
-def test_headroom_switched_off(params):
-    """Off (the shipped default): no headroom and nothing of it remembered."""
-    pol = build_policy("slo_target", {}, where="t") if params is None else _pol(**params)
-    props = _drive(pol, SPIKE, PEND)
+def test_headroom_switched_off():
+    """Off (`burst_headroom: false`): no headroom and nothing of it remembered."""
+    props = _drive(_pol(burst_headroom=False), SPIKE, PEND)
     assert all(p.reason != "burst_headroom" for p in props)
     assert "bursts" not in (props[-1].memory or {})
+
+
+def test_headroom_on_by_default():
+    """The shipped default holds the headroom: the same proposals as with it set on, the spike
+    remembered and sized for."""
+    default = _drive(build_policy("slo_target", {}, where="t"), SPIKE, PEND)
+    on = _drive(_pol(), SPIKE, PEND)
+    assert [(p.reason, p.replicas) for p in default] == [(p.reason, p.replicas) for p in on]
+    assert default[25].reason == "burst_headroom", default[25].message
+    assert (default[-1].memory or {}).get("bursts"), default[-1].memory
 
 
 def test_a_step_is_not_a_burst():
@@ -199,8 +208,9 @@ def test_headroom_never_below_the_demand_count_and_bounded(served, data, ready, 
 
 async def test_daemon_holds_spare_replicas_after_short_bursts(world: World):
     """A 10 s burst (20 req/s over a 0.5 req/s base) every 4 minutes, far shorter than the 60 s
-    cold start, on two endpoints, one with the headroom off. Without it the daemon can only chase
-    each burst; with it, the replicas ready when the next burst arrives are more."""
+    cold start, on two endpoints: one as shipped (headroom on), one with it off. Without it the
+    daemon can only chase each burst; with it, the replicas ready when the next burst arrives are
+    more."""
     load = Burst(base=0.5, peak=20.0, start_s=300.0, duration_s=10.0, period_s=240.0)
     for name in ("with", "without"):
         world.add(name, load=load, tags=["managed"], max_replica=10)
@@ -209,7 +219,7 @@ async def test_daemon_holds_spare_replicas_after_short_bursts(world: World):
             "ceiling": 10,
             "cold_start_s": 60,
             "capacity_per_replica": 4,
-            "policies": {"slo_target": {"prewarm": False, "burst_headroom": True}},
+            "policies": {"slo_target": {"prewarm": False}},  # the headroom as shipped (on)
         },
         endpoints=[
             {
