@@ -22,7 +22,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeAlias
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AnyEndpoint",
@@ -156,6 +164,15 @@ class Endpoint(_Wire):
     model: ModelSpec
     status: Status
     namespace: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_from_the_body(cls, data: Any) -> Any:
+        """The path gives the namespace: a body's own `namespace` (any type) is not read, as the
+        listing's records do not read it."""
+        if isinstance(data, dict) and "namespace" in data:
+            data = {k: v for k, v in data.items() if k != "namespace"}
+        return data
 
     @property
     def key(self) -> str:
