@@ -28,11 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families as text_fami
 
 import controller.platform.scrape as scrape
 import controller.platform.signals as signals
+from controller.emulator.engines import ENGINE_FEEDS, EngineLoad, render_engine
 from controller.emulator.load import Constant
 from controller.emulator.platform import Platform, SimParams
 from controller.errors import FeedParseError
-from controller.platform.fastparse import parse_text
+from controller.platform.fastparse import parse_text, scan_text
 from controller.platform.models import UserRef
+from controller.platform.recipes import family_names
 from tests.test_scrape import DOCS_SAMPLE, EMULATOR_FEED, OPENMETRICS_FEED
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -101,9 +103,26 @@ def parse_feed_outcome(text: str) -> Any:
 def assert_parse_feed_same(text: str) -> None:
     """`parse_feed` gives the same sample (or the same error) with the fast path switched off."""
     with_fast = parse_feed_outcome(text)
-    with mock.patch.object(scrape, "parse_text", return_value=None):
+    with (
+        mock.patch.object(scrape, "parse_text", return_value=None),
+        mock.patch.object(scrape, "scan_text", return_value=None),
+    ):
         without = parse_feed_outcome(text)
     assert with_fast == without
+    assert_scan_matches(text)
+
+
+def assert_scan_matches(text: str) -> None:
+    """The single pass (`scan_text`) holds exactly `parse_text`'s samples and family names."""
+    fast = parse_text(text)
+    scan = scan_text(text)
+    if fast is None:
+        assert scan is None
+        return
+    assert scan is not None
+    flat = [(s.name, s.labels, _v(s.value), type(s.value)) for f in fast for s in f.samples]
+    assert [(n, labels, _v(v), type(v)) for n, labels, v in scan.rows] == flat
+    assert scan.names == family_names(fast)
 
 
 # ------------------------------------------------------------------------------ table: feeds
@@ -610,6 +629,59 @@ def test_subset_is_taken_exactly_when_the_library_accepts(lines, end):
         accepted = True
     event(f"library accepts: {accepted}")
     assert (check(text) is not None) is accepted
+    assert_scan_matches(text)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(ENGINE_FEEDS),
+    st.integers(0, 50),
+    st.integers(0, 50),
+    st.integers(0, 10**6),
+    st.floats(0, 1e6),
+    st.booleans(),
+)
+def test_engine_feeds_single_pass_equals_library(feed, waiting, running, done, total, om):
+    """Each engine's own exposition, any load, detected preset: the single pass's FeedSample is
+    the library path's (or both refuse alike)."""
+    load = EngineLoad(
+        waiting=waiting,
+        running=running,
+        capacity=8,
+        completed=done,
+        latency_count=done,
+        latency_sum=total,
+        created=T0,
+    )
+    text = render_engine(feed, load, openmetrics=om)[0]
+
+    def outcome() -> Any:
+        try:
+            return scrape.parse_feed(text, None, at=1.0, endpoint="ns/ep")
+        except FeedParseError as exc:
+            return ("error", str(exc))
+
+    with_fast = outcome()
+    with (
+        mock.patch.object(scrape, "parse_text", return_value=None),
+        mock.patch.object(scrape, "scan_text", return_value=None),
+    ):
+        assert outcome() == with_fast
+    assert_scan_matches(text)
+
+
+def test_parse_feed_takes_the_single_pass(monkeypatch):
+    """A normal feed is reduced from the single pass's rows: no Metric objects are built."""
+
+    def refuse(*_args: Any) -> None:
+        raise AssertionError("parse_text called")
+
+    monkeypatch.setattr(scrape, "parse_text", refuse)
+    got = scrape.parse_feed(EMULATOR_FEED, MAPPING, at=1.0)
+    assert got.pending is not None
+    monkeypatch.setattr(scrape, "scan_text", lambda _text, _deadline=None: None)
+    with pytest.raises(AssertionError, match="parse_text called"):
+        scrape._families(EMULATOR_FEED, None)
 
 
 @st.composite

@@ -30,6 +30,11 @@ A value is an int when the library makes it one: `int(v)`, and `float(v)` where 
 integer too long for `int` (over `sys.get_int_max_str_digits()`, 4,300 by default) is the float
 the library returns (inf for 4,301 nines), never an exception.
 
+`scan_text` is the same pass without the objects: the samples as (name, labels, value) rows in
+feed order, counter names as the library spells them, and `recipes.family_names`' set, which is
+what `scrape.parse_feed` reduces (`recipes.reduce_rows`); `parse_text` wraps the same rows in
+Metric/Sample objects, so both answer for exactly the same bodies.
+
 `deadline` (a `time.monotonic()` reading) bounds the pass: past it, every 1,024 lines,
 `ParseOvertime` is raised with the line reached, which `scrape` turns into a parse error.
 
@@ -41,11 +46,14 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 
 from prometheus_client.metrics_core import METRIC_TYPES, Metric
 from prometheus_client.samples import Sample
 
-__all__ = ["ParseOvertime", "parse_text"]
+from controller.platform.recipes import base_name
+
+__all__ = ["ParseOvertime", "Row", "Scan", "parse_text", "scan_text"]
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -205,7 +213,11 @@ def _metadata(line: str) -> tuple[str, str | None] | None:
     return name, rest
 
 
-def _build(name: str, documentation: str, typ: str, samples: list[Sample]) -> Metric | None:
+Row = tuple[str, dict[str, str], float]  # a sample as the single pass keeps it: name, labels, value
+_Raw = tuple[str, str, str, list[Row]]  # a family: name, documentation, type, rows
+
+
+def _build(name: str, documentation: str, typ: str, samples: list[Row]) -> _Raw | None:
     """The text parser's `build_metric`: counter families lose `_total` or samples gain it."""
     if typ == "counter":
         if name.endswith("_total"):
@@ -213,13 +225,8 @@ def _build(name: str, documentation: str, typ: str, samples: list[Sample]) -> Me
             if not name:
                 return None  # the library raises on an empty family name
         else:
-            samples = [
-                _new_sample(Sample, (s[0] + "_total", s[1], s[2], None, None, None))
-                for s in samples
-            ]
-    metric = Metric(name, documentation, typ)
-    metric.samples = samples
-    return metric
+            samples = [(s[0] + "_total", s[1], s[2]) for s in samples]
+    return name, documentation, typ, samples
 
 
 def parse_text(text: str, deadline: float | None = None) -> list[Metric] | None:
@@ -227,17 +234,54 @@ def parse_text(text: str, deadline: float | None = None) -> list[Metric] | None:
 
     Raises ParseOvertime once `time.monotonic()` passes `deadline` (checked every 1,024 lines).
     """
+    raw = _families(text, deadline)
+    if raw is None:
+        return None
+    out = []
+    for name, documentation, typ, rows in raw:
+        metric = Metric(name, documentation, typ)
+        metric.samples = [_new_sample(Sample, (*row, None, None, None)) for row in rows]
+        out.append(metric)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """A feed read in one pass, no Metric/Sample objects: its samples in feed order (counter
+    names with `_total`, as the library spells them) and `recipes.family_names`' set."""
+
+    rows: list[Row]
+    names: frozenset[str]
+
+
+def scan_text(text: str, deadline: float | None = None) -> Scan | None:
+    """`parse_text`'s samples and family names without building its objects; None likewise."""
+    raw = _families(text, deadline)
+    if raw is None:
+        return None
+    rows: list[Row] = []
+    names: set[str] = set()
+    for name, _, _, samples in raw:
+        names.add(base_name(name))
+        if samples:
+            names.add(base_name(samples[0][0]))
+            rows += samples
+    return Scan(rows, frozenset(names))
+
+
+def _families(text: str, deadline: float | None) -> list[_Raw] | None:
+    """The families, as plain tuples, if `text` is in the known subset, else None."""
     eof = text.rstrip().endswith("# EOF")
     doomed = False  # this `# EOF` body is certain to be refused by the strict parser
     counter = ""  # (`# EOF` bodies) a counter just declared, with only its HELP/UNIT lines since
     metric_names, heads, next_tokens = _metric_names, _heads, _next_tokens
 
-    out: list[Metric] = []
+    out: list[_Raw] = []
     # The text parser's state: the current family and the sample names it accepts.
     name = ""
     documentation = ""
     typ = "untyped"
-    samples: list[Sample] = []
+    samples: list[Row] = []
     allowed: tuple[str, ...] = ()
     number = 0
     for raw in text.split("\n"):
@@ -332,7 +376,7 @@ def parse_text(text: str, deadline: float | None = None) -> list[Metric] | None:
         value: float | None = int(v) if len(v) < 20 and v.isdigit() and v.isascii() else _value(v)
         if value is None:
             return None
-        sample = _new_sample(Sample, (sname, labels, value, None, None, None))
+        sample = (sname, labels, value)
         if eof:
             if counter and sname == counter and len(raw) == len(line):
                 doomed = True

@@ -51,6 +51,7 @@ __all__ = [
     "SignalName",
     "base_name",
     "reduce_feed",
+    "reduce_rows",
 ]
 
 SignalName = Literal[
@@ -417,6 +418,53 @@ def reduce_feed(
     if not ((family_names(families) if names is None else names) & wanted):
         raise FeedParseError(f"no known series in feed (preset {preset.name!r})", endpoint=endpoint)
     idx, oldest = _index(families, wanted, endpoint, at)
+    return _reduced(idx, oldest, preset, endpoint)
+
+
+def reduce_rows(
+    rows: Iterable[tuple[str, Mapping[str, str], Any]],
+    names: frozenset[str],
+    preset: Preset,
+    *,
+    at: float,
+    endpoint: str | None = None,
+) -> FeedSample:
+    """`reduce_feed` for the single pass's rows (`fastparse.scan_text`: name, labels, value in
+    feed order, no timestamps) and its `names`; the same checks, the same sample."""
+    wanted = preset.names()
+    if not (names & wanted):
+        raise FeedParseError(f"no known series in feed (preset {preset.name!r})", endpoint=endpoint)
+    return _reduced(_index_rows(rows, wanted, endpoint), at, preset, endpoint)
+
+
+def _index_rows(
+    rows: Iterable[tuple[str, Mapping[str, str], Any]], wanted: frozenset[str], endpoint: str | None
+) -> Indexed:
+    """`_index` over plain rows (no timestamps: the single pass hands timestamped feeds on)."""
+    out: Indexed = {}
+    seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+    for name, labels, value in rows:
+        key = base_name(name)
+        if key not in wanted:
+            continue
+        ident = (key, frozenset(labels.items()))
+        if ident in seen:
+            continue
+        seen.add(ident)
+        if "quantile" in labels and isinstance(value, float) and math.isnan(value):
+            continue
+        got = out.get(key)
+        if got is None:
+            got = out[key] = []
+        if type(value) is float and 0.0 <= value < math.inf:
+            got.append((labels, value))
+        else:
+            got.append((labels, _checked(name, labels, value, endpoint)))
+    return out
+
+
+def _reduced(idx: Indexed, oldest: float, preset: Preset, endpoint: str | None) -> FeedSample:
+    """The recipes applied to an index: the part both entry points share."""
     r, rl = preset.recipes, preset.replica_label
     series = _requests(r.get("requests"), idx, rl)
     requests: dict[str, float] = defaultdict(float)

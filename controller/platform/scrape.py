@@ -25,6 +25,9 @@ Cost note: prometheus_client 0.26's parsers take ~0.5-0.8 ms on an HF-sized feed
 rule above returns, several times cheaper. It takes a `# EOF` body only when the strict parser is
 certain to refuse it (the platform's counter without `_total`) and returns None on anything else
 it is not certain about; then the library path below runs unchanged, error messages included.
+`parse_feed` uses its single-pass form, `scan_text`: the same walk, but its samples stay plain
+(name, labels, value) rows, reduced by `recipes.reduce_rows` with `reduce_feed`'s checks, so no
+Metric/Sample objects are built for a normal feed (issue 16).
 Proof: tests/test_fastparse.py (differential against both library parsers); need and figures:
 benchmarks/parse.py and benchmarks/results/parse.md.
 
@@ -66,9 +69,9 @@ from prometheus_client.parser import text_string_to_metric_families as _text_fam
 
 from controller.clock import Clock
 from controller.errors import AuthError, FeedError, FeedParseError, FeedUnavailable
-from controller.platform.fastparse import ParseOvertime, parse_text
+from controller.platform.fastparse import ParseOvertime, Scan, parse_text, scan_text
 from controller.platform.presets import AUTO, choose_preset
-from controller.platform.recipes import Recipe, family_names, reduce_feed
+from controller.platform.recipes import Recipe, family_names, reduce_feed, reduce_rows
 from controller.platform.signals import (
     STATUS_CLASSES,
     FeedMapping,
@@ -103,6 +106,40 @@ def _families(text: str, endpoint: str | None, deadline: float | None = None) ->
     Then refuse what no parser may let through (module docstring): a BOM, data after `# EOF`,
     a repeated series. `deadline` is a `time.monotonic()` reading bounding the parse.
     """
+    _refuse_framing(text, endpoint)
+    try:
+        fast = parse_text(text, deadline)  # None unless certain to equal the library's result
+        if fast is not None:
+            _log_eof_fallback(text, endpoint)
+            families = fast
+        else:
+            families = _library(text, endpoint, deadline)
+    except ParseOvertime as exc:
+        raise _overtime(exc, endpoint) from None
+    _unique(families, text, endpoint)
+    return families
+
+
+def _scanned(text: str, endpoint: str | None, deadline: float | None) -> Scan | list[Metric]:
+    """`_families`, but the single pass's rows (no Metric/Sample objects) where it applies."""
+    _refuse_framing(text, endpoint)
+    try:
+        scan = scan_text(text, deadline)  # None unless certain to equal the library's result
+        if scan is None:
+            families = _library(text, endpoint, deadline)
+    except ParseOvertime as exc:
+        raise _overtime(exc, endpoint) from None
+    if scan is None:
+        _unique(families, text, endpoint)
+        return families
+    _log_eof_fallback(text, endpoint)
+    _unique_keys(
+        [(name, frozenset(labels.items())) for name, labels, _ in scan.rows], text, endpoint
+    )
+    return scan
+
+
+def _refuse_framing(text: str, endpoint: str | None) -> None:
     if text.startswith("\ufeff"):
         raise FeedParseError(
             "line 1: the feed starts with a UTF-8 byte-order mark, which prometheus_client's "
@@ -110,20 +147,17 @@ def _families(text: str, endpoint: str | None, deadline: float | None = None) ->
             endpoint=endpoint,
         )
     _nothing_after_eof(text, endpoint)
-    try:
-        fast = parse_text(text, deadline)  # None unless certain to equal the library's result
-        if fast is not None:
-            if text.rstrip().endswith("# EOF"):  # taken only where the strict parser must refuse
-                log.debug("feed_openmetrics_fallback", endpoint=endpoint)
-            families = fast
-        else:
-            families = _library(text, endpoint, deadline)
-    except ParseOvertime as exc:
-        raise FeedParseError(
-            f"line {exc.line}: parse abandoned, over scrape.parse_deadline_s", endpoint=endpoint
-        ) from None
-    _unique(families, text, endpoint)
-    return families
+
+
+def _log_eof_fallback(text: str, endpoint: str | None) -> None:
+    if text.rstrip().endswith("# EOF"):  # taken only where the strict parser must refuse
+        log.debug("feed_openmetrics_fallback", endpoint=endpoint)
+
+
+def _overtime(exc: ParseOvertime, endpoint: str | None) -> FeedParseError:
+    return FeedParseError(
+        f"line {exc.line}: parse abandoned, over scrape.parse_deadline_s", endpoint=endpoint
+    )
 
 
 class _Cursor:
@@ -200,6 +234,12 @@ def _nothing_after_eof(text: str, endpoint: str | None) -> None:
 def _unique(families: Iterable[Metric], text: str, endpoint: str | None) -> None:
     """Refuse a repeated series (same sample name and labels), naming its lines."""
     keys = [(s.name, frozenset(s.labels.items())) for f in families for s in f.samples]
+    _unique_keys(keys, text, endpoint)
+
+
+def _unique_keys(
+    keys: list[tuple[str, frozenset[tuple[str, str]]]], text: str, endpoint: str | None
+) -> None:
     if len(set(keys)) == len(keys):
         return
     seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
@@ -265,8 +305,8 @@ def parse_feed(
     if not text.strip():
         raise FeedParseError("empty feed: no known series", endpoint=endpoint)
     deadline = None if parse_deadline_s is None else time.monotonic() + parse_deadline_s
-    families = _families(text, endpoint, deadline)
-    names = family_names(families)
+    parsed = _scanned(text, endpoint, deadline)
+    names = parsed.names if isinstance(parsed, Scan) else family_names(parsed)
     chosen = choose_preset(names, pin=preset, custom=mapping, overrides=overrides)
     if chosen is None:
         raise FeedParseError(
@@ -274,7 +314,9 @@ def parse_feed(
             "feed_recipes for this endpoint)",
             endpoint=endpoint,
         )
-    return reduce_feed(families, chosen, at=at, endpoint=endpoint, names=names)
+    if isinstance(parsed, Scan):
+        return reduce_rows(parsed.rows, names, chosen, at=at, endpoint=endpoint)
+    return reduce_feed(parsed, chosen, at=at, endpoint=endpoint, names=names)
 
 
 @dataclass(frozen=True, slots=True)
