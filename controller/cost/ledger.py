@@ -174,7 +174,8 @@ class _EpState:
     # watermark): the row stores every replica's minutes explicitly while it lasts.
     pinned: bool = True
 
-    def to_json(self) -> dict[str, Any]:
+    def _state(self, minutes: bool) -> dict[str, Any]:
+        """The state; each replica's minutes only where `minutes` (else `null`: following)."""
         return {
             "namespace": self.namespace,
             "name": self.name,
@@ -185,28 +186,16 @@ class _EpState:
             "min_replica": self.min_replica,
             "max_replica": self.max_replica,
             "updated_at": self.updated_at,
-            "reps": [[r.start, r.price, r.minutes] for r in self.reps],
-            "asked": self.asked_at,
+            "reps": [[r.start, r.price, r.minutes if minutes else None] for r in self.reps],
         }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self._state(True), "asked": self.asked_at}
 
     def row_data(self) -> str:
         """The stored row: the state without what moves every tick (`last_observed`, `asked`
         are columns; following minutes are `null`, see the module docstring)."""
-        pinned = self.pinned
-        return json.dumps(
-            {
-                "namespace": self.namespace,
-                "name": self.name,
-                "tags": self.tags,
-                "instance": list(self.instance),
-                "state": self.state,
-                "target": self.target,
-                "min_replica": self.min_replica,
-                "max_replica": self.max_replica,
-                "updated_at": self.updated_at,
-                "reps": [[r.start, r.price, r.minutes if pinned else None] for r in self.reps],
-            }
-        )
+        return json.dumps(self._state(self.pinned))
 
     @classmethod
     def from_json(
