@@ -24,7 +24,10 @@ from controller.emulator.platform import SimParams
 from controller.platform.hub import HubClient, HubSize, make_hub_client, model_size_from_info
 from policies.right_sizing import RightSizingParams
 from tests.conftest import HUMAN, NS, TOKEN, World, endpoint_body
-from tests.test_rightsize_e2e import _keep_logging  # noqa: F401  (autouse: main() configures)
+from tests.test_rightsize_e2e import (
+    _keep_logging,  # noqa: F401  (autouse: main() configures)
+    settings_dict,
+)
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 LLAMA_GB = 8_030_261_248 * 2 / 1e9
@@ -239,34 +242,6 @@ SIM = SimParams(
     model_gb=16.0,
     gpu_memory_reserved=0.9,
 )
-RS = {
-    "instance_types": ["nvidia-l4", "nvidia-a10g", "nvidia-a100"],
-    "max_candidates": 2,
-    "min_busy_minutes": 30,
-    "history_days": 1,
-}
-
-
-def settings_dict(world: World, **rs: Any) -> dict[str, Any]:
-    return {
-        "api": {
-            "base_url": world.server.base_url,
-            "backoff_initial_s": 0.5,
-            "hub_url": world.server.root_url,
-        },
-        "namespaces": [NS],
-        "manage": {"tags": ["managed"]},
-        "loop": {"tick_interval_s": 60, "dry_run": False},
-        "scrape": {"max_age_s": 120},
-        "state": {"path": str(world.tmp / "state.sqlite")},
-        "defaults": {
-            "floor": 1,
-            "ceiling": 4,
-            "capacity_per_replica": 32,
-            "cold_start_s": 60,
-            "policies": {"slo_target": {}, "right_sizing": {**RS, **rs}},
-        },
-    }
 
 
 async def recorded(world: World, **rs: Any) -> tuple[Any, StateStore, RightsizeRunner]:
